@@ -1,0 +1,102 @@
+"""FastAPI dependencies: what a route may ask for, read from the app's shared resources.
+
+The lifespan in `api.app` opens the resources once and stores them on `app.state`;
+routes name what they need with the `...Dep` aliases below, e.g.
+`async def read(task_flows: TaskFlowStoreDep) -> ...`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+import httpx
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prefect.client.orchestration import PrefectClient
+
+from api.config import ApiSettings
+from api.errors import Unauthorized
+from flows.database import Pool
+from flows.execution_store import ExecutionStore
+from flows.memory_store import MemoryStore
+from flows.settings import Settings
+from flows.task_flow_store import TaskFlowStore
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """Everything opened once per process and shared by all requests."""
+
+    settings: Settings
+    api_settings: ApiSettings
+    pool: Pool
+    prefect: PrefectClient
+    agent_http: httpx.AsyncClient
+
+
+def get_resources(request: Request) -> Resources:
+    resources: Resources = request.app.state.resources
+    return resources
+
+
+ResourcesDep = Annotated[Resources, Depends(get_resources)]
+
+
+def get_settings(resources: ResourcesDep) -> Settings:
+    return resources.settings
+
+
+def get_pool(resources: ResourcesDep) -> Pool:
+    return resources.pool
+
+
+def get_prefect(resources: ResourcesDep) -> PrefectClient:
+    return resources.prefect
+
+
+def get_agent_http(resources: ResourcesDep) -> httpx.AsyncClient:
+    return resources.agent_http
+
+
+def get_task_flow_store(resources: ResourcesDep) -> TaskFlowStore:
+    return TaskFlowStore(resources.pool)
+
+
+def get_memory_store(resources: ResourcesDep) -> MemoryStore:
+    return MemoryStore(resources.pool)
+
+
+def get_execution_store(resources: ResourcesDep) -> ExecutionStore:
+    return ExecutionStore(resources.pool)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+PoolDep = Annotated[Pool, Depends(get_pool)]
+PrefectDep = Annotated[PrefectClient, Depends(get_prefect)]
+AgentHttpDep = Annotated[httpx.AsyncClient, Depends(get_agent_http)]
+TaskFlowStoreDep = Annotated[TaskFlowStore, Depends(get_task_flow_store)]
+MemoryStoreDep = Annotated[MemoryStore, Depends(get_memory_store)]
+ExecutionStoreDep = Annotated[ExecutionStore, Depends(get_execution_store)]
+
+_bearer = HTTPBearer(auto_error=False, description="TASKFLOWS_API_TOKEN, when it is set.")
+
+
+async def require_token(
+    request: Request,
+    resources: ResourcesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Refuse a write without the configured bearer token; reads stay open."""
+    token = resources.api_settings.api_token
+    if token is None or request.method in SAFE_METHODS:
+        return
+    sent = credentials.credentials if credentials is not None else ""
+    if not hmac.compare_digest(sent.encode(), token.get_secret_value().encode()):
+        raise Unauthorized(
+            "This request changes data and needs the API token: "
+            "send the header `Authorization: Bearer <TASKFLOWS_API_TOKEN>`."
+        )

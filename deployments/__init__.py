@@ -1,0 +1,1 @@
+"""Running taskflows: the embedded database, the process supervisor, `up`, the worker."""

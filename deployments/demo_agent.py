@@ -1,0 +1,144 @@
+"""A small OpenAI-compatible agent: what `make up` runs when no agent is configured, and the
+fake agent the tests and benchmarks talk to over real HTTP.
+
+It answers `POST /v1/chat/completions` by echoing the prompt (so a run's results are easy
+to recognise) and `GET /v1/models`. Directives inside a prompt steer it, for demos and tests:
+
+- `[delay=0.5]`  answer after 0.5 s
+- `[fail=503]`   answer with that HTTP status
+- `[hang]`       never answer
+- `[empty]`      answer with an empty message
+- `[size=50000]` pad the answer to that many characters
+
+Run it with `python -m deployments.demo_agent --port 8080`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+MODELS = ("default", "demo-echo")
+_DIRECTIVE = re.compile(r"\[(delay|fail|hang|empty|size)(?:=([0-9.]+))?\]")
+
+
+@dataclass
+class AgentBehaviour:
+    """Defaults for every request; prompt directives override them per request."""
+
+    delay_s: float = 0.0
+    fail_status: int | None = None
+    hang: bool = False
+
+
+@dataclass
+class ReceivedRequest:
+    received_at: float  # time.time() when the request arrived
+    model: str
+    messages: list[dict[str, Any]]
+
+    @property
+    def prompt(self) -> str:
+        return str(self.messages[-1].get("content", "")) if self.messages else ""
+
+
+@dataclass
+class DemoAgent:
+    behaviour: AgentBehaviour = field(default_factory=AgentBehaviour)
+    requests: list[ReceivedRequest] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    def prompts_received(self) -> list[str]:
+        return [request.prompt for request in self.requests]
+
+
+def _directives(prompt: str) -> dict[str, str]:
+    return {name: value for name, value in _DIRECTIVE.findall(prompt)}
+
+
+def _answer(prompt: str, messages: list[dict[str, Any]], size: int | None) -> str:
+    memory_note = ""
+    if messages and messages[0].get("role") == "system":
+        memory_note = f" (with {str(messages[0]['content']).count(chr(10) + '- ') + 1} memories)"
+    text = f"Echo{memory_note}: {_DIRECTIVE.sub('', prompt).strip()}"
+    if size and size > len(text):
+        text += " " + "x" * (size - len(text) - 1)
+    return text
+
+
+def create_app(agent: DemoAgent | None = None) -> FastAPI:
+    agent = agent or DemoAgent()
+    app = FastAPI(title="taskflows demo agent", docs_url=None, redoc_url=None)
+    app.state.agent = agent
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": m, "object": "model"} for m in MODELS]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> JSONResponse:
+        body = await request.json()
+        messages = body.get("messages") or []
+        received = ReceivedRequest(time.time(), str(body.get("model")), messages)
+        agent.requests.append(received)
+        agent.in_flight += 1
+        agent.max_in_flight = max(agent.max_in_flight, agent.in_flight)
+        try:
+            return await _respond(agent.behaviour, received)
+        finally:
+            agent.in_flight -= 1
+
+    return app
+
+
+async def _respond(behaviour: AgentBehaviour, received: ReceivedRequest) -> JSONResponse:
+    directives = _directives(received.prompt)
+    if behaviour.hang or "hang" in directives:
+        await asyncio.Event().wait()
+    delay = float(directives.get("delay") or behaviour.delay_s)
+    if delay:
+        await asyncio.sleep(delay)
+    status = int(directives["fail"]) if directives.get("fail") else behaviour.fail_status
+    if status:
+        return JSONResponse({"error": {"message": f"demo agent failing with {status} as asked"}},
+                            status_code=status)
+    size = int(directives["size"]) if directives.get("size") else None
+    content = "" if "empty" in directives else _answer(received.prompt, received.messages, size)
+    words = len(received.prompt.split())
+    return JSONResponse({
+        "id": f"chatcmpl-demo-{len(content)}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": received.model,
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": content}}],
+        "usage": {"prompt_tokens": words, "completion_tokens": len(content.split()),
+                  "total_tokens": words + len(content.split())},
+    })
+
+
+app = create_app()
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    args = parser.parse_args()
+    app.state.agent.behaviour.delay_s = args.delay
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

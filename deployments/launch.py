@@ -1,0 +1,88 @@
+"""Start a run of a task flow: record the execution, create the Prefect flow run, wake a worker.
+
+The caller gets the execution back at once; a worker picks the flow run up.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from uuid import UUID
+
+import httpx
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.objects import FlowRun
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+
+from deployments.sync import sync_deployment
+from flows.database import Pool
+from flows.errors import OrchestratorUnavailable
+from flows.execution_store import Execution, ExecutionStore
+from flows.task_flow_store import TaskFlow, TaskFlowStore
+from flows.taskflow import flow_run_name
+
+logger = logging.getLogger(__name__)
+
+# Workers LISTEN here; a NOTIFY right after a flow run is created saves them a poll.
+WAKEUP_CHANNEL = "taskflows_wakeup"
+
+
+async def start_run(
+    *,
+    pool: Pool,
+    prefect: PrefectClient,
+    task_flow: TaskFlow,
+    trigger: str = "api",
+    idempotency_key: str | None = None,
+    retry_of: int | None = None,
+) -> tuple[Execution, bool]:
+    """Queue a run of `task_flow`; return `(execution, created)`.
+
+    With an `idempotency_key` seen before for this task flow, the earlier execution comes
+    back and nothing new runs.
+    """
+    executions = ExecutionStore(pool)
+    execution, created = await executions.create_execution(
+        flow_id=task_flow["id"],
+        call_name=task_flow["call_name"],
+        agent=task_flow["agent"],
+        prompts=list(task_flow["prompts"]),
+        trigger=trigger,
+        retry_of=retry_of,
+        idempotency_key=idempotency_key,
+    )
+    if not created:
+        return execution, False
+    try:
+        flow_run = await _create_flow_run(pool, prefect, task_flow, execution)
+    except (httpx.HTTPError, PrefectHTTPStatusError) as exc:
+        logger.warning("Could not create the flow run of execution %s: %r", execution["id"], exc)
+        message = "Could not start the run: the Prefect API did not accept the flow run."
+        await executions.complete_execution(execution["id"], "failed", message)
+        raise OrchestratorUnavailable(message) from None
+    await executions.set_flow_run(execution["id"], flow_run.id)
+    await wake_workers(pool, flow_run.id)
+    return {**execution, "flow_run_id": flow_run.id}, True
+
+
+async def _create_flow_run(
+    pool: Pool, prefect: PrefectClient, task_flow: TaskFlow, execution: Execution
+) -> FlowRun:
+    arguments: dict[str, Any] = {
+        "parameters": {"flow_id": task_flow["id"], "execution_id": execution["id"]},
+        "name": flow_run_name(task_flow["call_name"], execution["id"]),
+        "tags": [f"trigger:{execution['trigger']}"],
+    }
+    deployment_id = task_flow.get("deployment_id")
+    if deployment_id is not None:
+        try:
+            return await prefect.create_flow_run_from_deployment(deployment_id, **arguments)
+        except ObjectNotFound:
+            pass  # deleted behind our back: recreate it below
+    deployment_id = await sync_deployment(prefect, TaskFlowStore(pool), task_flow)
+    return await prefect.create_flow_run_from_deployment(deployment_id, **arguments)
+
+
+async def wake_workers(pool: Pool, flow_run_id: UUID) -> None:
+    async with pool.connection() as conn:
+        await conn.execute("SELECT pg_notify(%s, %s)", (WAKEUP_CHANNEL, str(flow_run_id)))

@@ -1,0 +1,239 @@
+"""The taskflows worker: a long-lived process that runs flow runs of the `taskflows` pool
+in-process, as asyncio tasks.
+
+A new Python process per run (what stock Prefect workers do) costs 1-3 s and ~90 MB; here a
+run costs an asyncio task. The worker:
+
+- claims a scheduled run by proposing Pending; only an accepted claim runs, so two workers
+  never execute the same run;
+- is woken at once by a PostgreSQL NOTIFY from the API, and polls slowly as a safety net
+  for scheduled runs and runs created in the Prefect UI;
+- heartbeats, so the Prefect UI shows it online;
+- bounds its concurrency (`WORKER_CONCURRENCY`);
+- stops on SIGINT/SIGTERM: it stops claiming, cancels the runs in flight (their executions
+  end `cancelled`) and exits.
+
+Run it with `python -m deployments.worker`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from prefect.client.orchestration import PrefectClient, get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterState, FlowRunFilterStateType
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.exceptions import Abort
+from prefect.flow_engine import run_flow_async
+from prefect.states import Cancelled, Pending
+from prefect.utilities.engine import propose_state
+
+from deployments import engine_patches
+from deployments.launch import WAKEUP_CHANNEL
+from deployments.sync import ensure_work_pool, sync_all
+from flows.runtime import close_runtime, get_runtime
+from flows.settings import Settings, get_settings
+from flows.task_flow_store import TaskFlowStore
+from flows.taskflow import run_task_flow
+
+logger = logging.getLogger("taskflows.worker")
+
+HEARTBEAT_S = 10.0
+CANCEL_CHECK_S = 1.0
+
+
+class Worker:
+    """Serves one work pool until `stop()` is called."""
+
+    def __init__(self, settings: Settings, *, name: str | None = None) -> None:
+        self.settings = settings
+        self.name = name or f"taskflows-{socket.gethostname()}-{id(self):x}"
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._slots = asyncio.Semaphore(settings.worker_concurrency)
+        self._runs: dict[UUID, asyncio.Task[None]] = {}
+        self._cancel_reasons: dict[UUID, str] = {}
+        self._client: PrefectClient | None = None
+
+    @property
+    def client(self) -> PrefectClient:
+        assert self._client is not None, "the worker is not running"
+        return self._client
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def serve(self) -> None:
+        engine_patches.apply()
+        runtime = await get_runtime()
+        async with get_client() as client:
+            self._client = client
+            await ensure_work_pool(client, self.settings.work_pool)
+            await self._heartbeat()
+            try:
+                summary = await sync_all(client, TaskFlowStore(runtime.pool))
+                logger.info("Deployments in sync: %s", summary)
+            except Exception:
+                logger.exception("Could not sync deployments at start-up; will run anyway")
+            loops = [
+                asyncio.create_task(self._listen(), name="listen"),
+                asyncio.create_task(self._every(HEARTBEAT_S, self._heartbeat), name="heartbeat"),
+                asyncio.create_task(self._every(CANCEL_CHECK_S, self._check_cancellations), name="cancel"),
+            ]
+            logger.info("Worker %r serving work pool %r", self.name, self.settings.work_pool)
+            try:
+                await self._claim_loop()
+            finally:
+                for loop in loops:
+                    loop.cancel()
+                await asyncio.gather(*loops, return_exceptions=True)
+                await self._cancel_all("The worker stopped while the run was in flight; retry it to resume.")
+                self._client = None
+        await close_runtime()
+
+    async def _every(self, period: float, action: Any) -> None:
+        while not self._stopping.is_set():
+            await asyncio.sleep(period)
+            try:
+                await action()
+            except Exception as exc:  # keep serving; the next round may succeed
+                logger.warning("%s failed: %r", getattr(action, "__name__", action), exc)
+
+    async def _heartbeat(self) -> None:
+        await self.client.send_worker_heartbeat(
+            work_pool_name=self.settings.work_pool,
+            worker_name=self.name,
+            heartbeat_interval_seconds=HEARTBEAT_S,
+        )
+
+    async def _listen(self) -> None:
+        """Wake the claim loop whenever the API announces a new flow run."""
+        url = get_settings().resolved_database_url()
+        while not self._stopping.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {WAKEUP_CHANNEL}")
+                    self._wake.set()  # anything announced while we were away
+                    async for _ in conn.notifies():
+                        self._wake.set()
+            except psycopg.Error as exc:
+                logger.warning("LISTEN connection lost (%r); reconnecting", exc)
+                await asyncio.sleep(1.0)
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.worker_poll_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                await self._claim_scheduled_runs()
+            except Exception as exc:
+                logger.warning("Polling for flow runs failed: %r", exc)
+                await asyncio.sleep(1.0)
+
+    async def _claim_scheduled_runs(self) -> None:
+        responses = await self.client.get_scheduled_flow_runs_for_work_pool(
+            work_pool_name=self.settings.work_pool,
+            scheduled_before=datetime.now(UTC) + timedelta(seconds=1),
+        )
+        for response in responses:
+            flow_run = response.flow_run
+            if flow_run.id in self._runs:
+                continue
+            if self._slots.locked():
+                self._wake.set()  # come back for the rest when a slot frees up
+                return
+            await self._slots.acquire()
+            if not await self._claim(flow_run):
+                self._slots.release()
+                continue
+            task = asyncio.create_task(self._execute(flow_run), name=f"flow-run-{flow_run.id}")
+            self._runs[flow_run.id] = task
+
+    async def _claim(self, flow_run: FlowRun) -> bool:
+        """Propose Pending; the server accepts it for exactly one worker."""
+        try:
+            state = await propose_state(self.client, Pending(), flow_run_id=flow_run.id)
+        except Abort:
+            return False
+        return state.is_pending()
+
+    async def _execute(self, flow_run: FlowRun) -> None:
+        try:
+            await run_flow_async(
+                run_task_flow, flow_run=flow_run, parameters=flow_run.parameters,
+                return_type="state",
+            )
+        except asyncio.CancelledError:
+            await self._finish_cancelled(flow_run.id)
+        except Exception:
+            logger.exception("Flow run %s ended with an engine error", flow_run.id)
+        finally:
+            self._runs.pop(flow_run.id, None)
+            self._slots.release()
+            self._wake.set()
+
+    async def _check_cancellations(self) -> None:
+        """Cancel the runs in flight that someone marked Cancelling in Prefect."""
+        if not self._runs:
+            return
+        cancelling = await self.client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=list(self._runs)),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CANCELLING])),
+            )
+        )
+        for flow_run in cancelling:
+            await self._cancel(flow_run.id, "The run was cancelled.")
+
+    async def _cancel(self, flow_run_id: UUID, reason: str) -> None:
+        task = self._runs.get(flow_run_id)
+        if task is None:
+            return
+        # End the execution first: once its task is cancelled, Prefect's engine reports
+        # the run as crashed, and the crash hook must find the execution already ended.
+        runtime = await get_runtime()
+        execution = await runtime.executions.get_execution_by_flow_run(flow_run_id)
+        if execution is not None:
+            await runtime.executions.complete_execution(execution["id"], "cancelled", reason)
+        self._cancel_reasons[flow_run_id] = reason
+        task.cancel()
+
+    async def _finish_cancelled(self, flow_run_id: UUID) -> None:
+        reason = self._cancel_reasons.pop(flow_run_id, "The run was cancelled.")
+        try:
+            await self.client.set_flow_run_state(flow_run_id, Cancelled(message=reason), force=True)
+        except Exception as exc:
+            logger.warning("Could not mark flow run %s cancelled: %r", flow_run_id, exc)
+
+    async def _cancel_all(self, reason: str) -> None:
+        for flow_run_id in list(self._runs):
+            await self._cancel(flow_run_id, reason)
+        if self._runs:
+            await asyncio.gather(*self._runs.values(), return_exceptions=True)
+
+
+async def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    worker = Worker(get_settings())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, worker.stop)
+    await worker.serve()
+    logger.info("Worker %r stopped", worker.name)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,69 @@
+"""Connections to the taskflows database and the schema migrations in `sql/`.
+
+Migrations are the numbered files `sql/NNN_*.sql`, applied in order, each once, inside one
+transaction that holds an advisory lock, so two processes starting at once (the API and the
+worker under `make up`) never apply the same file twice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from flows.settings import PROJECT_ROOT
+
+SQL_DIR = PROJECT_ROOT / "sql"
+# Any constant shared by every taskflows process; "taskflow" in ASCII.
+_MIGRATION_LOCK_ID = 0x7461736B666C6F77
+
+Pool = AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]
+
+
+def migration_files(sql_dir: Path = SQL_DIR) -> list[Path]:
+    """The migration files in the order they are applied."""
+    return sorted(path for path in sql_dir.glob("[0-9][0-9][0-9]_*.sql"))
+
+
+async def apply_migrations(database_url: str, sql_dir: Path = SQL_DIR) -> list[str]:
+    """Apply every migration not applied yet; return the names of those applied now."""
+    applied_now: list[str] = []
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=False) as conn:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_ID,))
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            cursor = await conn.execute("SELECT name FROM schema_migrations")
+            done = {row[0] for row in await cursor.fetchall()}
+            for path in migration_files(sql_dir):
+                if path.name in done:
+                    continue
+                await conn.execute(path.read_text())  # type: ignore[arg-type]
+                await conn.execute(
+                    "INSERT INTO schema_migrations (name) VALUES (%s)", (path.name,)
+                )
+                applied_now.append(path.name)
+    return applied_now
+
+
+def create_pool(database_url: str, *, max_size: int = 10, name: str = "taskflows") -> Pool:
+    """A bounded pool of autocommit connections returning rows as dicts (not yet opened).
+
+    Bounded on purpose: the old design opened a connection per runner and exhausted
+    PostgreSQL under load. Callers `await pool.open(wait=True)` before use.
+    """
+    return AsyncConnectionPool(
+        database_url,
+        min_size=1,
+        max_size=max_size,
+        kwargs={"autocommit": True, "row_factory": dict_row},
+        name=name,
+        open=False,
+        # A restarted PostgreSQL leaves dead connections in the pool: check before lending.
+        check=AsyncConnectionPool.check_connection,
+        reconnect_timeout=300,
+    )
