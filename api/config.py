@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import SecretStr, field_validator
+from pydantic import SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_TOKEN_LENGTH = 16
@@ -20,7 +20,10 @@ MAX_BODY_BYTES = 1024 * 1024
 class ApiSettings(BaseSettings):
     """`TASKFLOWS_API_TOKEN` and `TASKFLOWS_CORS_ORIGINS` (comma separated)."""
 
-    model_config = SettingsConfigDict(env_prefix="TASKFLOWS_", env_file=None, extra="ignore")
+    # hide_input_in_errors: a refused token must not be printed in the start-up error.
+    model_config = SettingsConfigDict(
+        env_prefix="TASKFLOWS_", env_file=None, extra="ignore", hide_input_in_errors=True
+    )
 
     # When set, POST/PUT/PATCH/DELETE need `Authorization: Bearer <token>`.
     api_token: SecretStr | None = None
@@ -29,19 +32,18 @@ class ApiSettings(BaseSettings):
 
     @field_validator("api_token", mode="before")
     @classmethod
-    def _check_token(cls, value: object) -> object:
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        if isinstance(value, str):
-            value = value.strip()
-            if not value:
-                return None
-            if len(value) < MIN_TOKEN_LENGTH:
-                raise ValueError(
-                    f"TASKFLOWS_API_TOKEN is too short to protect anything: use at least "
-                    f"{MIN_TOKEN_LENGTH} random characters (or unset it)"
-                )
-        return value
+    def _blank_token_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _refuse_weak_token(self) -> ApiSettings:
+        token = self.api_token
+        if token is not None and len(token.get_secret_value().strip()) < MIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"TASKFLOWS_API_TOKEN is too short to protect anything: use at least "
+                f"{MIN_TOKEN_LENGTH} random characters (or unset it)"
+            )
+        return self
 
     @field_validator("cors_origins", mode="before")
     @classmethod

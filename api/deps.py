@@ -8,7 +8,6 @@ routes name what they need with the `...Dep` aliases below, e.g.
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
 from typing import Annotated
 
 import httpx
@@ -16,8 +15,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prefect.client.orchestration import PrefectClient
 
-from api.config import ApiSettings
 from api.errors import Unauthorized
+from api.resources import Resources
 from flows.database import Pool
 from flows.execution_store import ExecutionStore
 from flows.memory_store import MemoryStore
@@ -25,17 +24,6 @@ from flows.settings import Settings
 from flows.task_flow_store import TaskFlowStore
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-@dataclass(frozen=True, slots=True)
-class Resources:
-    """Everything opened once per process and shared by all requests."""
-
-    settings: Settings
-    api_settings: ApiSettings
-    pool: Pool
-    prefect: PrefectClient
-    agent_http: httpx.AsyncClient
 
 
 def get_resources(request: Request) -> Resources:

@@ -60,6 +60,12 @@ async def start_run(
         message = "Could not start the run: the Prefect API did not accept the flow run."
         await executions.complete_execution(execution["id"], "failed", message)
         raise OrchestratorUnavailable(message) from None
+    except BaseException:
+        # Whatever else went wrong, the execution must not stay queued forever.
+        await executions.complete_execution(
+            execution["id"], "failed", "Could not start the run: an internal error occurred."
+        )
+        raise
     await executions.set_flow_run(execution["id"], flow_run.id)
     await wake_workers(pool, flow_run.id)
     return {**execution, "flow_run_id": flow_run.id}, True

@@ -54,8 +54,7 @@ async def sync_deployment(
 ) -> UUID:
     """Create or update the task flow's deployment; on a rename, replace the old one."""
     flow_id = await prefect.create_flow_from_name(FLOW_NAME)
-    deployment_id = await prefect.create_deployment(
-        flow_id=flow_id,
+    arguments: dict[str, Any] = dict(
         name=task_flow["call_name"],
         work_pool_name=get_settings().work_pool,
         entrypoint=ENTRYPOINT,
@@ -65,6 +64,11 @@ async def sync_deployment(
         tags=deployment_tags(task_flow),
         description=task_flow.get("description") or f"Task flow {task_flow['call_name']!r}",
     )
+    try:
+        deployment_id = await prefect.create_deployment(flow_id=flow_id, **arguments)
+    except ObjectNotFound:  # a fresh Prefect server has no work pool until someone makes it
+        await ensure_work_pool(prefect)
+        deployment_id = await prefect.create_deployment(flow_id=flow_id, **arguments)
     previous = task_flow.get("deployment_id")
     if previous and previous != deployment_id:
         await _delete_deployment(prefect, previous)

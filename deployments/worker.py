@@ -28,7 +28,12 @@ from uuid import UUID
 
 import psycopg
 from prefect.client.orchestration import PrefectClient, get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterState, FlowRunFilterStateType
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.exceptions import Abort
 from prefect.flow_engine import run_flow_async
@@ -86,7 +91,9 @@ class Worker:
             loops = [
                 asyncio.create_task(self._listen(), name="listen"),
                 asyncio.create_task(self._every(HEARTBEAT_S, self._heartbeat), name="heartbeat"),
-                asyncio.create_task(self._every(CANCEL_CHECK_S, self._check_cancellations), name="cancel"),
+                asyncio.create_task(
+                    self._every(CANCEL_CHECK_S, self._check_cancellations), name="cancel"
+                ),
             ]
             logger.info("Worker %r serving work pool %r", self.name, self.settings.work_pool)
             try:
@@ -95,7 +102,9 @@ class Worker:
                 for loop in loops:
                     loop.cancel()
                 await asyncio.gather(*loops, return_exceptions=True)
-                await self._cancel_all("The worker stopped while the run was in flight; retry it to resume.")
+                await self._cancel_all(
+                    "The worker stopped while the run was in flight; retry it to resume."
+                )
                 self._client = None
         await close_runtime()
 
@@ -173,7 +182,9 @@ class Worker:
     async def _execute(self, flow_run: FlowRun) -> None:
         try:
             await run_flow_async(
-                run_task_flow, flow_run=flow_run, parameters=flow_run.parameters,
+                run_task_flow,
+                flow_run=flow_run,
+                parameters=flow_run.parameters,
                 return_type="state",
             )
         except asyncio.CancelledError:
@@ -226,7 +237,9 @@ class Worker:
 
 
 async def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Prefect's logging config owns the root handler (WARNING); let our own INFO lines through.
+    for name in ("taskflows", "deployments", "flows"):
+        logging.getLogger(name).setLevel(logging.INFO)
     worker = Worker(get_settings())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -44,7 +44,11 @@ class AgentClient:
     """Sends prompts to an OpenAI-compatible agent. Share one per process: it pools sockets."""
 
     def __init__(
-        self, *, base_url: str, api_key: str | None = None, timeout_s: float = 120.0,
+        self,
+        *,
+        base_url: str,
+        api_key: str | None = None,
+        timeout_s: float = 120.0,
         max_connections: int = 200,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}

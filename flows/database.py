@@ -43,18 +43,19 @@ async def apply_migrations(database_url: str, sql_dir: Path = SQL_DIR) -> list[s
                 if path.name in done:
                     continue
                 await conn.execute(path.read_text())  # type: ignore[arg-type]
-                await conn.execute(
-                    "INSERT INTO schema_migrations (name) VALUES (%s)", (path.name,)
-                )
+                await conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (path.name,))
                 applied_now.append(path.name)
     return applied_now
 
 
-def create_pool(database_url: str, *, max_size: int = 10, name: str = "taskflows") -> Pool:
+def create_pool(
+    database_url: str, *, max_size: int = 10, name: str = "taskflows", timeout: float = 30.0
+) -> Pool:
     """A bounded pool of autocommit connections returning rows as dicts (not yet opened).
 
     Bounded on purpose: the old design opened a connection per runner and exhausted
-    PostgreSQL under load. Callers `await pool.open(wait=True)` before use.
+    PostgreSQL under load. `timeout` bounds the wait for a connection, so a request fails
+    fast (503) while the database is down. Callers `await pool.open()` before use.
     """
     return AsyncConnectionPool(
         database_url,
@@ -62,6 +63,7 @@ def create_pool(database_url: str, *, max_size: int = 10, name: str = "taskflows
         max_size=max_size,
         kwargs={"autocommit": True, "row_factory": dict_row},
         name=name,
+        timeout=timeout,
         open=False,
         # A restarted PostgreSQL leaves dead connections in the pool: check before lending.
         check=AsyncConnectionPool.check_connection,

@@ -57,8 +57,18 @@ class ExecutionStore:
                 DO NOTHING
                 RETURNING *
                 """,
-                (flow_id, status, len(prompts), call_name, agent, Jsonb(prompts), trigger,
-                 flow_run_id, retry_of, idempotency_key),
+                (
+                    flow_id,
+                    status,
+                    len(prompts),
+                    call_name,
+                    agent,
+                    Jsonb(prompts),
+                    trigger,
+                    flow_run_id,
+                    retry_of,
+                    idempotency_key,
+                ),
             )
             row = await cursor.fetchone()
             if row is not None:

@@ -79,8 +79,10 @@ class Settings(BaseSettings):
 
     @property
     def agent_configured(self) -> bool:
-        return self.agent_api_url is not None or "AGENT_API_HOST" in _environ() or (
-            "AGENT_API_PORT" in _environ()
+        return (
+            self.agent_api_url is not None
+            or "AGENT_API_HOST" in _environ()
+            or ("AGENT_API_PORT" in _environ())
         )
 
     def resolved_agent_url(self) -> str:

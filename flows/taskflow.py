@@ -42,7 +42,13 @@ def _now() -> datetime:
     persist_result=False,
 )
 async def run_prompt(
-    *, execution_id: int, index: int, number: int, total: int, prompt: str, agent: str,
+    *,
+    execution_id: int,
+    index: int,
+    number: int,
+    total: int,
+    prompt: str,
+    agent: str,
     memories: list[str],
 ) -> dict[str, Any]:
     """Send one prompt to the agent and mirror its result into the execution at once."""
@@ -66,7 +72,9 @@ async def run_prompt(
     return result
 
 
-def _failed_result(index: int, prompt: str, error: str, started_at: datetime, clock: float) -> dict[str, Any]:
+def _failed_result(
+    index: int, prompt: str, error: str, started_at: datetime, clock: float
+) -> dict[str, Any]:
     return {
         "index": index,
         "prompt": prompt,
@@ -85,7 +93,9 @@ def _trigger_of(flow_run: FlowRun) -> str:
     return "schedule" if flow_run.auto_scheduled else "prefect-ui"
 
 
-async def _execution_for(runtime: Runtime, flow_id: int, execution_id: int | None, flow_run: FlowRun) -> Execution:
+async def _execution_for(
+    runtime: Runtime, flow_id: int, execution_id: int | None, flow_run: FlowRun
+) -> Execution:
     """The execution this flow run fills: the one it was given, or a new one of its own."""
     if execution_id is not None:
         execution = await runtime.executions.get_execution(execution_id)
@@ -152,7 +162,9 @@ async def run_task_flow(flow_id: int, execution_id: int | None = None) -> dict[s
     execution = await _execution_for(runtime, flow_id, execution_id, flow_run)
     running = await runtime.executions.mark_running(execution["id"], flow_run.id)
     if running is None:
-        logger.info("Execution %s already ended (%s); nothing to run.", execution["id"], execution["status"])
+        logger.info(
+            "Execution %s already ended (%s); nothing to run.", execution["id"], execution["status"]
+        )
         return {"execution_id": execution["id"], "status": execution["status"]}
 
     prompts: list[str] = list(running["prompts"])
@@ -163,8 +175,13 @@ async def run_task_flow(flow_id: int, execution_id: int | None = None) -> dict[s
         started_at, clock = _now(), time.perf_counter()
         try:
             await run_prompt(
-                execution_id=running["id"], index=index, number=index + 1, total=total,
-                prompt=prompt, agent=running["agent"], memories=memories,
+                execution_id=running["id"],
+                index=index,
+                number=index + 1,
+                total=total,
+                prompt=prompt,
+                agent=running["agent"],
+                memories=memories,
             )
         except AgentError as exc:
             error = f"Prompt {index + 1} of {total} failed: {exc}"

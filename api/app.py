@@ -1,0 +1,72 @@
+"""The taskflows API: `app = create_app()`, served by `uvicorn api.app:app`.
+
+`create_app` reads the settings (an unsafe value stops it here, at start-up), installs the
+error handlers and middleware and the routers; its lifespan opens the shared resources
+(`api.resources`) and closes them at shutdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import Depends, FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from api.body_limit import BodySizeLimit
+from api.config import MAX_BODY_BYTES, ApiSettings
+from api.cors import JsonCORSMiddleware
+from api.deps import require_token
+from api.errors import install_error_handlers
+from api.resources import open_resources
+from api.routes import agents, executions, health, memories, runs, task_flows
+from flows.settings import Settings, get_settings
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+def create_app(
+    settings: Settings | None = None, api_settings: ApiSettings | None = None
+) -> FastAPI:
+    """Build the app; `settings` default to the environment's."""
+    settings = settings or get_settings()
+    api_settings = api_settings or ApiSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_resources(settings, api_settings) as resources:
+            app.state.resources = resources
+            yield
+
+    app = FastAPI(
+        title="taskflows",
+        summary="Run task flows (ordered LLM prompts) on Prefect and follow them live.",
+        version="0.1.0",
+        lifespan=lifespan,
+        # Writes need the token when one is configured, on every route present and future.
+        dependencies=[Depends(require_token)],
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    if api_settings.cors_origins:
+        app.add_middleware(
+            JsonCORSMiddleware,
+            allow_origins=api_settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-Match"],
+            expose_headers=["ETag", "Location", "Idempotent-Replayed"],
+        )
+    for module in (task_flows, runs, memories, executions, agents, health):
+        app.include_router(module.router)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+app = create_app()

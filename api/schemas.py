@@ -1,0 +1,190 @@
+"""Request and response bodies. JSON keys follow the seed (`call_name`, `prompts`, ...)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    StringConstraints,
+    field_validator,
+)
+
+# Ids are PostgreSQL BIGSERIALs; anything outside 1..2^63-1 cannot exist.
+MAX_ID = 2**63 - 1
+MAX_PROMPTS = 1000
+
+
+def _no_control_characters(value: str) -> str:
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise ValueError("must not contain control characters such as newlines or tabs")
+    return value
+
+
+# Prefect refuses these in deployment names, and a task flow's deployment is named after it.
+_NOT_IN_NAMES = "/%&<>"
+
+
+def _usable_as_deployment_name(value: str) -> str:
+    if any(char in value for char in _NOT_IN_NAMES):
+        raise ValueError("must not contain any of / % & < > (Prefect names cannot)")
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty or only spaces")
+    return value
+
+
+CallName = Annotated[
+    StrictStr,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_no_control_characters),
+    AfterValidator(_usable_as_deployment_name),
+]
+AgentName = Annotated[
+    StrictStr,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_no_control_characters),
+]
+Description = Annotated[StrictStr, StringConstraints(max_length=10_000)]
+Prompt = Annotated[StrictStr, StringConstraints(max_length=200_000), AfterValidator(_not_blank)]
+Prompts = Annotated[list[Prompt], Field(min_length=1, max_length=MAX_PROMPTS)]
+Version = Annotated[int, Field(ge=1, le=2**31 - 1)]
+MemoryContent = Annotated[
+    StrictStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=100_000)
+]
+
+
+class _Input(BaseModel):
+    # A misspelt field ("promts") is an error, not silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskFlowIn(_Input):
+    """A new task flow. `agent` defaults to the configured default agent."""
+
+    call_name: CallName
+    agent: AgentName | None = None
+    description: Description = ""
+    prompts: Prompts
+
+
+class TaskFlowPut(TaskFlowIn):
+    """A whole task flow, replacing the stored one; `version` guards against lost updates."""
+
+    version: Version | None = None
+
+
+class TaskFlowPatch(_Input):
+    """Some fields of a task flow. Omitted fields keep their value; null is refused."""
+
+    call_name: CallName | None = None
+    agent: AgentName | None = None
+    description: Description | None = None
+    prompts: Prompts | None = None
+    version: Version | None = None
+
+    @field_validator("call_name", "agent", "description", "prompts", mode="before")
+    @classmethod
+    def _refuse_null(cls, value: object) -> object:
+        # Only explicit values reach here: an omitted field is left alone, a null refused.
+        if value is None:
+            raise ValueError("must not be null (leave it out to keep its value)")
+        return value
+
+
+class TaskFlowOut(BaseModel):
+    id: int
+    call_name: str
+    description: str
+    agent: str
+    prompts: list[str]
+    version: int
+    deployment_id: UUID | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class MemoryIn(_Input):
+    content: MemoryContent
+
+
+class MemoryOut(BaseModel):
+    id: int
+    content: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class ExecutionOut(BaseModel):
+    """One run of a task flow, as mirrored in `flow_executions`."""
+
+    id: int
+    flow_id: int
+    status: str = Field(description="queued, running, completed, failed or cancelled")
+    current_prompt_index: int = Field(description="0-based index of the prompt being run")
+    total_prompts: int
+    started_at: datetime
+    completed_at: datetime | None
+    error: str | None
+    prompt_results: list[dict[str, Any]]
+    flow_run_id: UUID | None
+    call_name: str
+    agent: str
+    prompts: list[str]
+    trigger: str
+    retry_of: int | None
+    queued_at: datetime
+    updated_at: datetime
+    prefect_url: str | None = Field(description="The flow run in the Prefect UI")
+
+
+class RunIn(_Input):
+    """The optional body of `POST /api/task_flows/{id}/run` (nothing to set yet)."""
+
+
+class RunOut(BaseModel):
+    ok: Literal[True] = True
+    execution_id: int
+    flow_id: int
+    flow_run_id: UUID | None
+    status: str
+
+
+class Deleted(BaseModel):
+    ok: Literal[True] = True
+    id: int
+
+
+class AgentOut(BaseModel):
+    id: str
+
+
+class AgentsOut(BaseModel):
+    agents: list[AgentOut]
+    default: str
+
+
+class HealthOut(BaseModel):
+    ok: bool
+    database: str
+    prefect: str
+    worker: str
+
+
+class ErrorOut(BaseModel):
+    """The body of every error response."""
+
+    ok: Literal[False] = False
+    error: str = Field(description="What went wrong, in one sentence")
+    detail: list[dict[str, str]] = Field(
+        default_factory=list, description="Per-field problems: field, message, type"
+    )
