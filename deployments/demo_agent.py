@@ -108,21 +108,32 @@ async def _respond(behaviour: AgentBehaviour, received: ReceivedRequest) -> JSON
         await asyncio.sleep(delay)
     status = int(directives["fail"]) if directives.get("fail") else behaviour.fail_status
     if status:
-        return JSONResponse({"error": {"message": f"demo agent failing with {status} as asked"}},
-                            status_code=status)
+        return JSONResponse(
+            {"error": {"message": f"demo agent failing with {status} as asked"}}, status_code=status
+        )
     size = int(directives["size"]) if directives.get("size") else None
     content = "" if "empty" in directives else _answer(received.prompt, received.messages, size)
     words = len(received.prompt.split())
-    return JSONResponse({
-        "id": f"chatcmpl-demo-{len(content)}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": received.model,
-        "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": content}}],
-        "usage": {"prompt_tokens": words, "completion_tokens": len(content.split()),
-                  "total_tokens": words + len(content.split())},
-    })
+    return JSONResponse(
+        {
+            "id": f"chatcmpl-demo-{len(content)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": received.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": content},
+                }
+            ],
+            "usage": {
+                "prompt_tokens": words,
+                "completion_tokens": len(content.split()),
+                "total_tokens": words + len(content.split()),
+            },
+        }
+    )
 
 
 app = create_app()

