@@ -7,6 +7,8 @@ error handlers and middleware and the routers; its lifespan opens the shared res
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,7 +23,8 @@ from api.cors import JsonCORSMiddleware
 from api.deps import require_token
 from api.errors import install_error_handlers
 from api.resources import open_resources
-from api.routes import agents, executions, health, memories, runs, task_flows
+from api.routes import agents, control, executions, health, memories, runs, task_flows
+from deployments.reconciler import run_reconciler
 from flows.settings import Settings, get_settings
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -38,7 +41,16 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_resources(settings, api_settings) as resources:
             app.state.resources = resources
-            yield
+            # Keeps executions honest when workers die; see deployments/reconciler.py.
+            reconciler = asyncio.create_task(
+                run_reconciler(resources.pool, resources.prefect, settings), name="reconciler"
+            )
+            try:
+                yield
+            finally:
+                reconciler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reconciler
 
     app = FastAPI(
         title="taskflows",
@@ -58,7 +70,7 @@ def create_app(
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-Match"],
             expose_headers=["ETag", "Location", "Idempotent-Replayed"],
         )
-    for module in (task_flows, runs, memories, executions, agents, health):
+    for module in (task_flows, runs, memories, executions, control, agents, health):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

@@ -142,6 +142,7 @@ class ExecutionOut(BaseModel):
     prompts: list[str]
     trigger: str
     retry_of: int | None
+    attempts: int = Field(default=0, description="How many times this execution was started")
     queued_at: datetime
     updated_at: datetime
     prefect_url: str | None = Field(description="The flow run in the Prefect UI")
@@ -157,6 +158,10 @@ class RunOut(BaseModel):
     flow_id: int
     flow_run_id: UUID | None
     status: str
+
+
+class RetryOut(RunOut):
+    retry_of: int
 
 
 class Deleted(BaseModel):

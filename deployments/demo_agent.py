@@ -9,6 +9,7 @@ to recognise) and `GET /v1/models`. Directives inside a prompt steer it, for dem
 - `[hang]`       never answer
 - `[empty]`      answer with an empty message
 - `[size=50000]` pad the answer to that many characters
+- `[flaky=2]`    answer HTTP 503 the first 2 times this exact prompt arrives
 
 Run it with `python -m deployments.demo_agent --port 8080`.
 """
@@ -26,7 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 MODELS = ("default", "demo-echo")
-_DIRECTIVE = re.compile(r"\[(delay|fail|hang|empty|size)(?:=([0-9.]+))?\]")
+_DIRECTIVE = re.compile(r"\[(delay|fail|hang|empty|size|flaky)(?:=([0-9.]+))?\]")
 
 
 @dataclass
@@ -89,6 +90,13 @@ def create_app(agent: DemoAgent | None = None) -> FastAPI:
         messages = body.get("messages") or []
         received = ReceivedRequest(time.time(), str(body.get("model")), messages)
         agent.requests.append(received)
+        directives = _directives(received.prompt)
+        if directives.get("flaky"):
+            seen = sum(1 for r in agent.requests if r.prompt == received.prompt)
+            if seen <= int(directives["flaky"]):
+                return JSONResponse(
+                    {"error": {"message": "demo agent is flaky as asked"}}, status_code=503
+                )
         agent.in_flight += 1
         agent.max_in_flight = max(agent.max_in_flight, agent.in_flight)
         try:

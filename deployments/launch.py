@@ -53,6 +53,20 @@ async def start_run(
     )
     if not created:
         return execution, False
+    return await launch_execution(
+        pool=pool, prefect=prefect, task_flow=task_flow, execution=execution
+    ), True
+
+
+async def launch_execution(
+    *, pool: Pool, prefect: PrefectClient, task_flow: TaskFlow, execution: Execution
+) -> Execution:
+    """Create the Prefect flow run of a queued execution and wake the workers.
+
+    When Prefect cannot take the run, the execution is marked failed (it must not stay
+    queued forever) and `OrchestratorUnavailable` is raised.
+    """
+    executions = ExecutionStore(pool)
     try:
         flow_run = await _create_flow_run(pool, prefect, task_flow, execution)
     except (httpx.HTTPError, PrefectHTTPStatusError) as exc:
@@ -68,7 +82,7 @@ async def start_run(
         raise
     await executions.set_flow_run(execution["id"], flow_run.id)
     await wake_workers(pool, flow_run.id)
-    return {**execution, "flow_run_id": flow_run.id}, True
+    return {**execution, "flow_run_id": flow_run.id}
 
 
 async def _create_flow_run(

@@ -19,6 +19,7 @@ Run it with `python -m deployments.worker`.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import socket
@@ -43,6 +44,7 @@ from prefect.utilities.engine import propose_state
 from deployments import engine_patches
 from deployments.launch import WAKEUP_CHANNEL
 from deployments.sync import ensure_work_pool, sync_all
+from flows import run_control
 from flows.runtime import close_runtime, get_runtime
 from flows.settings import Settings, get_settings
 from flows.task_flow_store import TaskFlowStore
@@ -51,7 +53,11 @@ from flows.taskflow import run_task_flow
 logger = logging.getLogger("taskflows.worker")
 
 HEARTBEAT_S = 10.0
-CANCEL_CHECK_S = 1.0
+# How often to ask Prefect for runs cancelled in its UI (API cancels arrive by NOTIFY).
+CANCEL_CHECK_S = 2.0
+# How long in-flight runs get to wind down on SIGTERM before they are cut off.
+STOP_GRACE_S = 10.0
+STOP_REASON = "The worker stopped while the run was in flight; retry it to resume."
 
 
 class Worker:
@@ -64,7 +70,6 @@ class Worker:
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
         self._runs: dict[UUID, asyncio.Task[None]] = {}
-        self._cancel_reasons: dict[UUID, str] = {}
         self._client: PrefectClient | None = None
 
     @property
@@ -78,6 +83,7 @@ class Worker:
 
     async def serve(self) -> None:
         engine_patches.apply()
+        run_control.set_worker_name(self.name)
         runtime = await get_runtime()
         async with get_client() as client:
             self._client = client
@@ -94,6 +100,9 @@ class Worker:
                 asyncio.create_task(
                     self._every(CANCEL_CHECK_S, self._check_cancellations), name="cancel"
                 ),
+                asyncio.create_task(
+                    self._every(self.settings.lease_renew_s, self._renew_leases), name="leases"
+                ),
             ]
             logger.info("Worker %r serving work pool %r", self.name, self.settings.work_pool)
             try:
@@ -102,9 +111,7 @@ class Worker:
                 for loop in loops:
                     loop.cancel()
                 await asyncio.gather(*loops, return_exceptions=True)
-                await self._cancel_all(
-                    "The worker stopped while the run was in flight; retry it to resume."
-                )
+                await self._wind_down()
                 self._client = None
         await close_runtime()
 
@@ -123,19 +130,38 @@ class Worker:
             heartbeat_interval_seconds=HEARTBEAT_S,
         )
 
+    async def _renew_leases(self) -> None:
+        runtime = await get_runtime()
+        ids = [run.execution_id for run in run_control.in_flight() if run.execution_id]
+        await runtime.executions.renew_leases(ids, self.name)
+
     async def _listen(self) -> None:
-        """Wake the claim loop whenever the API announces a new flow run."""
+        """Wake the claim loop on new flow runs; stop runs whose execution was cancelled."""
         url = get_settings().resolved_database_url()
         while not self._stopping.is_set():
             try:
                 async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {WAKEUP_CHANNEL}")
+                    await conn.execute("LISTEN flow_executions")
                     self._wake.set()  # anything announced while we were away
-                    async for _ in conn.notifies():
-                        self._wake.set()
+                    async for notify in conn.notifies():
+                        if notify.channel == WAKEUP_CHANNEL:
+                            self._wake.set()
+                        else:
+                            self._on_execution_change(notify.payload)
             except psycopg.Error as exc:
                 logger.warning("LISTEN connection lost (%r); reconnecting", exc)
                 await asyncio.sleep(1.0)
+
+    def _on_execution_change(self, payload: str) -> None:
+        try:
+            change = json.loads(payload)
+        except ValueError:
+            return
+        if change.get("status") == "cancelled":
+            run = run_control.by_execution(int(change["id"]))
+            if run is not None:
+                run_control.request_cancel(run.flow_run_id)
 
     async def _claim_loop(self) -> None:
         while not self._stopping.is_set():
@@ -188,7 +214,8 @@ class Worker:
                 return_type="state",
             )
         except asyncio.CancelledError:
-            await self._finish_cancelled(flow_run.id)
+            # Only when a run ignored its cancel request past the grace period.
+            await self._force_cancelled(flow_run.id)
         except Exception:
             logger.exception("Flow run %s ended with an engine error", flow_run.id)
         finally:
@@ -197,7 +224,7 @@ class Worker:
             self._wake.set()
 
     async def _check_cancellations(self) -> None:
-        """Cancel the runs in flight that someone marked Cancelling in Prefect."""
+        """Stop the runs in flight that someone marked Cancelling in Prefect (its UI)."""
         if not self._runs:
             return
         cancelling = await self.client.read_flow_runs(
@@ -207,33 +234,35 @@ class Worker:
             )
         )
         for flow_run in cancelling:
-            await self._cancel(flow_run.id, "The run was cancelled.")
+            run_control.request_cancel(flow_run.id)
 
-    async def _cancel(self, flow_run_id: UUID, reason: str) -> None:
-        task = self._runs.get(flow_run_id)
-        if task is None:
+    async def _wind_down(self) -> None:
+        """Ask every run in flight to stop, give them a moment, then cut them off."""
+        for flow_run_id in list(self._runs):
+            run_control.request_cancel(flow_run_id, STOP_REASON)
+        if not self._runs:
             return
-        # End the execution first: once its task is cancelled, Prefect's engine reports
-        # the run as crashed, and the crash hook must find the execution already ended.
+        _, late = await asyncio.wait(list(self._runs.values()), timeout=STOP_GRACE_S)
         runtime = await get_runtime()
-        execution = await runtime.executions.get_execution_by_flow_run(flow_run_id)
-        if execution is not None:
-            await runtime.executions.complete_execution(execution["id"], "cancelled", reason)
-        self._cancel_reasons[flow_run_id] = reason
-        task.cancel()
+        for run in run_control.in_flight():
+            # End the execution before cutting the task off: Prefect's engine then reports
+            # the run as crashed, and the crash hook must find the execution already ended.
+            if run.execution_id is not None:
+                await runtime.executions.complete_execution(
+                    run.execution_id, "cancelled", STOP_REASON
+                )
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.gather(*late, return_exceptions=True)
 
-    async def _finish_cancelled(self, flow_run_id: UUID) -> None:
-        reason = self._cancel_reasons.pop(flow_run_id, "The run was cancelled.")
+    async def _force_cancelled(self, flow_run_id: UUID) -> None:
         try:
-            await self.client.set_flow_run_state(flow_run_id, Cancelled(message=reason), force=True)
+            await self.client.set_flow_run_state(
+                flow_run_id, Cancelled(message=STOP_REASON), force=True
+            )
         except Exception as exc:
             logger.warning("Could not mark flow run %s cancelled: %r", flow_run_id, exc)
-
-    async def _cancel_all(self, reason: str) -> None:
-        for flow_run_id in list(self._runs):
-            await self._cancel(flow_run_id, reason)
-        if self._runs:
-            await asyncio.gather(*self._runs.values(), return_exceptions=True)
 
 
 async def main() -> None:

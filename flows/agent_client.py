@@ -7,6 +7,7 @@ travel as one system message before the prompt.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,8 +69,11 @@ class AgentClient:
         """Send one prompt and return the agent's answer, or raise AgentError."""
         payload = {"model": agent, "messages": build_messages(prompt, memories)}
         try:
-            response = await self._http.post("/v1/chat/completions", json=payload)
-        except httpx.TimeoutException:
+            # httpx's timeout bounds each read; this bounds the whole answer, so an agent
+            # that trickles bytes forever still times out.
+            async with asyncio.timeout(self.timeout_s):
+                response = await self._http.post("/v1/chat/completions", json=payload)
+        except (httpx.TimeoutException, TimeoutError):
             raise AgentError(
                 f"The agent at {self.base_url} did not answer within {self.timeout_s:g} s "
                 "(timed out).",

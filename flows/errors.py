@@ -28,3 +28,4 @@ class AgentError(TaskflowsError):
         super().__init__(message)
         self.transient = transient
         self.status_code = status_code
+        self.attempts = 1  # set by the prompt task: how many times the prompt was sent

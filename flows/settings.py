@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     agent_api_port: int = 8080
     agent_api_key: SecretStr | None = None
     agent_timeout_s: float = Field(default=120.0, gt=0)
+    # Transient agent errors (connect errors, timeouts, 429, 5xx) are retried by Prefect
+    # with exponential backoff and jitter: delays of base, 2*base, 4*base, ...
+    agent_retries: int = Field(default=3, ge=0, le=20)
+    agent_retry_delay_s: float = Field(default=1.0, ge=0)
     default_agent: str = "default"
 
     # The facade.
@@ -49,6 +53,11 @@ class Settings(BaseSettings):
     work_pool: str = "taskflows"
     worker_concurrency: int = Field(default=50, ge=1, le=1000)
     worker_poll_s: float = Field(default=5.0, gt=0)
+    # A worker renews the lease of each running execution every `lease_renew_s`; the
+    # reconciler fails a running execution whose lease is older than `lease_expiry_s`.
+    lease_renew_s: float = Field(default=5.0, gt=0)
+    lease_expiry_s: float = Field(default=30.0, gt=0)
+    reconcile_every_s: float = Field(default=5.0, gt=0)
 
     data_dir: Path = PROJECT_ROOT / ".data"
 

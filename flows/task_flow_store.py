@@ -25,10 +25,13 @@ class TaskFlowStore:
             cursor = await conn.execute("SELECT * FROM task_flows ORDER BY call_name")
             return await cursor.fetchall()
 
-    async def get_task_flow(self, flow_id: int) -> TaskFlow:
+    async def find_task_flow(self, flow_id: int) -> TaskFlow | None:
         async with self._pool.connection() as conn:
             cursor = await conn.execute("SELECT * FROM task_flows WHERE id = %s", (flow_id,))
-            row = await cursor.fetchone()
+            return await cursor.fetchone()
+
+    async def get_task_flow(self, flow_id: int) -> TaskFlow:
+        row = await self.find_task_flow(flow_id)
         if row is None:
             raise NotFoundError(f"Task flow {flow_id} does not exist.")
         return row

@@ -3,26 +3,32 @@
 Every prompt's result is mirrored into `flow_executions` the moment it is known, so the
 API and the page see progress at once. A run started with an `execution_id` (the API, the
 CLI) fills that execution; a run started without one (a schedule, "Run" in the Prefect UI)
-creates its own.
+creates its own. Prefect's "Retry" on a failed or cancelled flow run resumes its execution
+at the first unfinished prompt.
 """
 
 from __future__ import annotations
 
-import time
+import asyncio
+import contextlib
+from collections.abc import Coroutine
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import Task, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import FlowRun
-from prefect.context import FlowRunContext
+from prefect.client.schemas.objects import FlowRun, TaskRun
+from prefect.context import FlowRunContext, TaskRunContext
 from prefect.flows import Flow
-from prefect.states import State
+from prefect.states import Cancelled, State
 
+from flows import run_control
 from flows.errors import AgentError
 from flows.execution_store import Execution
 from flows.runtime import Runtime, get_runtime
+from flows.settings import get_settings
 
 FLOW_NAME = "taskflow"
 
@@ -33,6 +39,12 @@ def flow_run_name(call_name: str, execution_id: int) -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _attempt() -> int:
+    """Which attempt of the current prompt task this is (1 for the first)."""
+    context = TaskRunContext.get()
+    return max(1, context.task_run.run_count) if context else 1
 
 
 @task(
@@ -50,12 +62,16 @@ async def run_prompt(
     prompt: str,
     agent: str,
     memories: list[str],
+    started_at: datetime,
 ) -> dict[str, Any]:
     """Send one prompt to the agent and mirror its result into the execution at once."""
     runtime = await get_runtime()
-    started_at = _now()
-    clock = time.perf_counter()
-    answer = await runtime.agent.chat(agent=agent, prompt=prompt, memories=memories)
+    try:
+        answer = await runtime.agent.chat(agent=agent, prompt=prompt, memories=memories)
+    except AgentError as exc:
+        exc.attempts = _attempt()
+        raise
+    finished_at = _now()
     result = {
         "index": index,
         "prompt": prompt,
@@ -63,30 +79,74 @@ async def run_prompt(
         "response": answer.content,
         "error": None,
         "started_at": started_at.isoformat(),
-        "finished_at": _now().isoformat(),
-        "duration_ms": round((time.perf_counter() - clock) * 1000, 1),
-        "attempts": 1,
+        "finished_at": finished_at.isoformat(),
+        "duration_ms": round((finished_at - started_at).total_seconds() * 1000, 1),
+        "attempts": _attempt(),
         "usage": answer.usage,
     }
     await runtime.executions.update_execution_progress(execution_id, index, result)
     return result
 
 
+async def _retry_if_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    # `await state.aresult()`: in an async condition, `state.result()` would hand back an
+    # un-awaited coroutine, which is truthy, and silently retry nothing or everything.
+    error = await state.aresult(raise_on_failure=False)
+    return isinstance(error, AgentError) and error.transient
+
+
+@cache
+def prompt_task() -> Task[..., Coroutine[Any, Any, dict[str, Any]]]:
+    """`run_prompt` with the retry policy from the settings (built once per process)."""
+    settings = get_settings()
+    delays = [settings.agent_retry_delay_s * 2**n for n in range(max(1, settings.agent_retries))]
+    return run_prompt.with_options(
+        retries=settings.agent_retries,
+        retry_delay_seconds=delays,
+        retry_jitter_factor=0.5 if settings.agent_retry_delay_s > 0 else None,
+        retry_condition_fn=_retry_if_transient,
+    )
+
+
 def _failed_result(
-    index: int, prompt: str, error: str, started_at: datetime, clock: float
+    index: int, prompt: str, error: AgentError, started_at: datetime
 ) -> dict[str, Any]:
+    finished_at = _now()
     return {
         "index": index,
         "prompt": prompt,
         "success": False,
         "response": None,
-        "error": error,
+        "error": str(error),
         "started_at": started_at.isoformat(),
-        "finished_at": _now().isoformat(),
-        "duration_ms": round((time.perf_counter() - clock) * 1000, 1),
-        "attempts": 1,
+        "finished_at": finished_at.isoformat(),
+        "duration_ms": round((finished_at - started_at).total_seconds() * 1000, 1),
+        "attempts": getattr(error, "attempts", 1),
         "usage": None,
     }
+
+
+class _CancelRequested(Exception):
+    pass
+
+
+async def _unless_cancelled(call: Coroutine[Any, Any, Any], run: run_control.InFlightRun) -> Any:
+    """Await `call`, abandoning it the moment the run's cancellation is requested."""
+    if run.cancel_requested.is_set():
+        call.close()
+        raise _CancelRequested
+    work = asyncio.ensure_future(call)
+    cancelled = asyncio.ensure_future(run.cancel_requested.wait())
+    try:
+        await asyncio.wait({work, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        cancelled.cancel()
+    if work.done():
+        return work.result()
+    work.cancel()
+    with contextlib.suppress(BaseException):
+        await work
+    raise _CancelRequested
 
 
 def _trigger_of(flow_run: FlowRun) -> str:
@@ -129,7 +189,7 @@ async def _mark_ended(flow_run: FlowRun, status: str, error: str | None) -> None
 
 
 async def _on_cancellation(flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]) -> None:
-    await _mark_ended(flow_run, "cancelled", state.message or "The run was cancelled.")
+    await _mark_ended(flow_run, "cancelled", state.message or run_control.DEFAULT_CANCEL_REASON)
 
 
 async def _on_crashed(flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]) -> None:
@@ -151,43 +211,68 @@ async def _on_failure(flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]
     on_cancellation=[_on_cancellation],
     on_crashed=[_on_crashed],
 )
-async def run_task_flow(flow_id: int, execution_id: int | None = None) -> dict[str, Any]:
+async def run_task_flow(flow_id: int, execution_id: int | None = None) -> Any:
     """Run task flow `flow_id`, filling execution `execution_id` (or a new one)."""
     context = FlowRunContext.get()
     assert context is not None and context.flow_run is not None
     flow_run = context.flow_run
+    run = run_control.track(flow_run.id)
+    try:
+        return await _run(flow_id, execution_id, flow_run, run)
+    finally:
+        run_control.forget(flow_run.id)
+
+
+async def _run(
+    flow_id: int, execution_id: int | None, flow_run: FlowRun, run: run_control.InFlightRun
+) -> Any:
     logger = get_run_logger()
     runtime = await get_runtime()
-
     execution = await _execution_for(runtime, flow_id, execution_id, flow_run)
-    running = await runtime.executions.mark_running(execution["id"], flow_run.id)
-    if running is None:
+    run.execution_id = execution["id"]
+    # Only Prefect's "Retry" (a second run of this flow run) may reopen an ended execution.
+    may_resume = flow_run.run_count > 1
+    if execution["status"] != "queued" and not may_resume:
         logger.info(
-            "Execution %s already ended (%s); nothing to run.", execution["id"], execution["status"]
+            "Execution %s is already %s; nothing to run.", execution["id"], execution["status"]
         )
+        if execution["status"] == "cancelled":
+            return Cancelled(message=execution["error"] or run_control.DEFAULT_CANCEL_REASON)
         return {"execution_id": execution["id"], "status": execution["status"]}
+    running = await runtime.executions.start_execution(
+        execution["id"], flow_run_id=flow_run.id, worker_name=run_control.worker_name()
+    )
+    if running is None:
+        logger.info("Execution %s already ended; nothing to run.", execution["id"])
+        return {"execution_id": execution["id"], "status": "ended"}
 
     prompts: list[str] = list(running["prompts"])
     total = len(prompts)
     memories = await runtime.memories.memory_contents()
     for index in range(running["current_prompt_index"], total):
-        prompt = prompts[index]
-        started_at, clock = _now(), time.perf_counter()
+        prompt, started_at = prompts[index], _now()
+        call = prompt_task()(
+            execution_id=running["id"],
+            index=index,
+            number=index + 1,
+            total=total,
+            prompt=prompt,
+            agent=running["agent"],
+            memories=memories,
+            started_at=started_at,
+        )
         try:
-            await run_prompt(
-                execution_id=running["id"],
-                index=index,
-                number=index + 1,
-                total=total,
-                prompt=prompt,
-                agent=running["agent"],
-                memories=memories,
+            await _unless_cancelled(call, run)
+        except _CancelRequested:
+            await runtime.executions.complete_execution(
+                running["id"], "cancelled", run.cancel_reason
             )
+            return Cancelled(message=run.cancel_reason)
         except AgentError as exc:
-            error = f"Prompt {index + 1} of {total} failed: {exc}"
             await runtime.executions.update_execution_progress(
-                running["id"], index, _failed_result(index, prompt, str(exc), started_at, clock)
+                running["id"], index, _failed_result(index, prompt, exc, started_at)
             )
+            error = f"Prompt {index + 1} of {total} failed: {exc}"
             await runtime.executions.complete_execution(running["id"], "failed", error)
             raise
     await runtime.executions.complete_execution(running["id"], "completed")

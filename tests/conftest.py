@@ -88,8 +88,14 @@ def system(postgres_admin_url: str, tmp_path_factory: pytest.TempPathFactory) ->
                 **prefect_env(prefect_api_url, home=work / "prefect-home"),
                 "DATABASE_URL": database_url,
                 "AGENT_API_URL": agent_url,
-                "AGENT_TIMEOUT_S": "5",
+                "AGENT_TIMEOUT_S": "3",
+                "AGENT_RETRIES": "2",
+                "AGENT_RETRY_DELAY_S": "0.2",
                 "WORKER_POLL_S": "1",
+                # Crash detection in seconds, not the production half minute.
+                "LEASE_RENEW_S": "1",
+                "LEASE_EXPIRY_S": "6",
+                "RECONCILE_EVERY_S": "1",
                 "API_PORT": str(api_port),
                 "PYTHONUNBUFFERED": "1",
             }

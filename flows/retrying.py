@@ -1,0 +1,54 @@
+"""Retry database work through a PostgreSQL restart: backoff with jitter, under a deadline.
+
+A run must not lose progress because PostgreSQL restarted for a few seconds; every write
+the flow makes is safe to repeat (see `ExecutionStore`), so it is retried on a lost
+connection until the deadline, then the error is raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import psycopg
+from psycopg_pool import PoolTimeout
+
+T = TypeVar("T")
+logger = logging.getLogger("taskflows.retrying")
+
+# Only failures of the connection are worth retrying; a constraint violation is not.
+RETRYABLE = (psycopg.OperationalError, PoolTimeout)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delays of `base`, 2x, 4x... capped at `cap`, each with up to 50% jitter."""
+
+    base_s: float = 0.1
+    cap_s: float = 5.0
+    deadline_s: float = 90.0
+
+    def delay(self, attempt: int) -> float:
+        delay = min(self.cap_s, self.base_s * (2**attempt))
+        return delay * (0.5 + random.random() / 2)
+
+    async def run(self, operation: Callable[[], Awaitable[T]], *, what: str) -> T:
+        deadline = time.monotonic() + self.deadline_s
+        attempt = 0
+        while True:
+            try:
+                return await operation()
+            except RETRYABLE as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                delay = self.delay(attempt)
+                attempt += 1
+                logger.warning(
+                    "%s failed (%s); retry %d in %.2f s", what, type(exc).__name__, attempt, delay
+                )
+                await asyncio.sleep(delay)

@@ -1,0 +1,162 @@
+"""Faults the old design failed, each done for real: a flaky or hung agent, cancel, resume."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from deployments.demo_agent import DemoAgent
+from tests.conftest import wait_for_execution, wait_for_flow_run
+
+
+def _run(api: httpx.Client, flow_id: int) -> dict:
+    response = api.post(f"/api/task_flows/{flow_id}/run")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_transient_agent_errors_are_retried_and_attempts_recorded(
+    api: httpx.Client, fake_agent: DemoAgent, make_task_flow
+):
+    flow = make_task_flow(prompts=["steady", "wobbly [flaky=2]"])
+    execution = wait_for_execution(api, _run(api, flow["id"])["execution_id"])
+
+    assert execution["status"] == "completed", execution
+    steady, wobbly = execution["prompt_results"]
+    assert steady["attempts"] == 1
+    assert wobbly["attempts"] == 3 and wobbly["success"] is True
+    assert fake_agent.prompts_received().count("wobbly [flaky=2]") == 3
+
+
+def test_client_errors_fail_at_once_without_retry(
+    api: httpx.Client, fake_agent: DemoAgent, make_task_flow
+):
+    flow = make_task_flow(prompts=["bad request [fail=422]"])
+    execution = wait_for_execution(api, _run(api, flow["id"])["execution_id"])
+
+    assert execution["status"] == "failed"
+    assert "HTTP 422" in execution["error"] and "demo agent failing" in execution["error"]
+    assert fake_agent.prompts_received().count("bad request [fail=422]") == 1
+    assert execution["prompt_results"][0]["attempts"] == 1
+
+
+def test_server_errors_exhaust_retries_then_fail_with_the_status(
+    api: httpx.Client, fake_agent: DemoAgent, make_task_flow
+):
+    flow = make_task_flow(prompts=["down [fail=503]"])
+    execution = wait_for_execution(api, _run(api, flow["id"])["execution_id"])
+
+    assert execution["status"] == "failed"
+    assert "HTTP 503" in execution["error"]
+    assert execution["prompt_results"][0]["attempts"] == 3  # AGENT_RETRIES=2 in the tests
+    assert fake_agent.prompts_received().count("down [fail=503]") == 3
+
+
+def test_hung_agent_times_out_with_an_error_that_says_so(
+    api: httpx.Client, fake_agent: DemoAgent, make_task_flow
+):
+    flow = make_task_flow(prompts=["never answered [hang]", "not reached"])
+    started = time.monotonic()
+    execution = wait_for_execution(api, _run(api, flow["id"])["execution_id"], timeout=90)
+    elapsed = time.monotonic() - started
+
+    assert execution["status"] == "failed"
+    assert "timed out" in execution["error"] and "3 s" in execution["error"]
+    assert "not reached" not in fake_agent.prompts_received()
+    print(f"hung agent: failed after {elapsed:.1f} s (3 attempts x 3 s timeout)")
+
+
+def test_empty_agent_answer_fails_the_prompt_clearly(
+    api: httpx.Client, fake_agent: DemoAgent, make_task_flow
+):
+    flow = make_task_flow(prompts=["say nothing [empty]"])
+    execution = wait_for_execution(api, _run(api, flow["id"])["execution_id"])
+    assert execution["status"] == "failed"
+    assert "empty answer" in execution["error"]
+
+
+def test_cancel_abandons_the_agent_call_in_flight(
+    api: httpx.Client, prefect_api: httpx.Client, fake_agent: DemoAgent, make_task_flow
+):
+    flow = make_task_flow(prompts=["first", "long one [delay=30]", "never"])
+    started = _run(api, flow["id"])
+    wait_for_execution(
+        api,
+        started["execution_id"],
+        until=lambda e: e["status"] == "running" and e["current_prompt_index"] == 1,
+    )
+    time.sleep(0.3)  # the long prompt is at the agent now
+
+    clock = time.monotonic()
+    response = api.post(f"/api/executions/{started['execution_id']}/cancel")
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "cancelled"
+
+    flow_run = wait_for_flow_run(prefect_api, started["flow_run_id"])
+    took = time.monotonic() - clock
+    assert flow_run["state"]["type"] == "CANCELLED"
+    execution = api.get(f"/api/executions/{started['execution_id']}").json()
+    assert execution["status"] == "cancelled"
+    assert [r["prompt"] for r in execution["prompt_results"]] == ["first"]
+    assert "never" not in fake_agent.prompts_received()
+    print(f"cancel: flow run Cancelled {took:.2f} s after the request")
+    assert took < 30, "the 30 s agent call was abandoned, not waited for"
+
+    again = api.post(f"/api/executions/{started['execution_id']}/cancel")
+    assert again.status_code == 409
+    assert "already ended" in again.json()["error"]
+
+
+def test_retry_resumes_at_the_failed_prompt(
+    api: httpx.Client, fake_agent: DemoAgent, make_task_flow
+):
+    flow = make_task_flow(prompts=["one", "two [flaky=3]", "three"])
+    failed = wait_for_execution(api, _run(api, flow["id"])["execution_id"])
+    assert failed["status"] == "failed"  # 3 attempts, all refused
+
+    response = api.post(f"/api/executions/{failed['id']}/retry")
+    assert response.status_code == 200, response.text
+    retry = response.json()
+    assert retry["retry_of"] == failed["id"] and retry["execution_id"] != failed["id"]
+
+    resumed = wait_for_execution(api, retry["execution_id"])
+    assert resumed["status"] == "completed"
+    assert resumed["retry_of"] == failed["id"] and resumed["trigger"] == "retry"
+    assert [r["response"] for r in resumed["prompt_results"]] == [
+        "Echo: one",
+        "Echo: two",
+        "Echo: three",
+    ]
+    assert fake_agent.prompts_received().count("one") == 1, "a prompt that succeeded is not resent"
+
+    not_again = api.post(f"/api/executions/{resumed['id']}/retry")
+    assert not_again.status_code == 409
+
+
+def test_cancel_of_a_queued_run_cancels_its_flow_run(
+    api: httpx.Client, prefect_api: httpx.Client, fake_agent: DemoAgent, make_task_flow, db
+):
+    flow = make_task_flow(prompts=["quick"])
+    started = _run(api, flow["id"])
+    response = api.post(f"/api/executions/{started['execution_id']}/cancel")
+    # The worker may have started it already; either way it ends cancelled, never completed.
+    if response.status_code == 409:
+        return
+    assert response.status_code == 200
+    flow_run = wait_for_flow_run(prefect_api, started["flow_run_id"])
+    assert flow_run["state"]["type"] == "CANCELLED"
+    assert api.get(f"/api/executions/{started['execution_id']}").json()["status"] == "cancelled"
+
+
+def test_idempotency_key_returns_the_same_execution(
+    api: httpx.Client, fake_agent: DemoAgent, make_task_flow
+):
+    flow = make_task_flow(prompts=["once"])
+    headers = {"Idempotency-Key": f"click-{flow['id']}"}
+    first = api.post(f"/api/task_flows/{flow['id']}/run", headers=headers).json()
+    second = api.post(f"/api/task_flows/{flow['id']}/run", headers=headers)
+    assert second.json()["execution_id"] == first["execution_id"]
+    assert second.headers.get("Idempotent-Replayed") == "true"
+    wait_for_execution(api, first["execution_id"])
+    assert fake_agent.prompts_received().count("once") == 1
