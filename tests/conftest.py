@@ -9,6 +9,7 @@ for the session, on free ports, and stopped at the end.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -25,7 +26,7 @@ import pytest
 
 from deployments.demo_agent import AgentBehaviour, DemoAgent
 from deployments.postgres import EmbeddedPostgres, ensure_databases, prefect_database_url
-from deployments.processes import Supervisor, prefect_env, start_prefect_server
+from deployments.processes import Child, Supervisor, prefect_env, start_prefect_server
 from tests.fake_agent import free_port, serve_fake_agent
 
 FINAL = ("completed", "failed", "cancelled")
@@ -42,6 +43,18 @@ class System:
     agent_url: str
     supervisor: Supervisor
     env: dict[str, str]
+    # The embedded PostgreSQL when the tests own it (None with DATABASE_URL).
+    embedded_postgres: EmbeddedPostgres | None = None
+
+    def worker(self) -> Child:
+        """The worker process currently serving the tests."""
+        return [c for c in self.supervisor.children if c.name == "worker" and c.running()][-1]
+
+    def start_worker(self) -> Child:
+        """Start another worker process (a replacement after a kill, or a second one)."""
+        return self.supervisor.start(
+            "worker", [sys.executable, "-m", "deployments.worker"], env=self.env
+        )
 
 
 def _with_database(url: str, database: str) -> str:
@@ -50,22 +63,28 @@ def _with_database(url: str, database: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_server() -> Iterator[tuple[str, EmbeddedPostgres | None]]:
+    """(admin URL, the embedded server when the tests own one)."""
     configured = os.environ.get("DATABASE_URL")
     if configured:
-        yield _with_database(configured, "postgres")
+        yield _with_database(configured, "postgres"), None
         return
     data_dir = Path(tempfile.mkdtemp(prefix="taskflows-pg-"))
     server = EmbeddedPostgres(data_dir / "pg")
     admin_url = server.start()
     try:
-        yield admin_url
+        yield admin_url, server
     finally:
         server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def system(postgres_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+def system(
+    postgres_server: tuple[str, EmbeddedPostgres | None],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[System]:
+    postgres_admin_url, embedded = postgres_server
     suffix = uuid.uuid4().hex[:8]
     app_db, prefect_db = f"taskflows_test_{suffix}", f"prefect_test_{suffix}"
     ensure_databases(postgres_admin_url, [app_db, prefect_db], {prefect_db: ["pg_trgm"]})
@@ -118,7 +137,10 @@ def system(postgres_admin_url: str, tmp_path_factory: pytest.TempPathFactory) ->
                 ready_url=f"{api_url}/healthz",
                 ready_timeout=90,
             )
-            yield System(database_url, prefect_api_url, api_url, agent, agent_url, supervisor, env)
+            yield System(
+                database_url, prefect_api_url, api_url, agent, agent_url, supervisor, env,
+                embedded,
+            )
     finally:
         supervisor.stop_all()
         _drop_databases(postgres_admin_url, [app_db, prefect_db])
