@@ -23,7 +23,7 @@ from api.cors import JsonCORSMiddleware
 from api.deps import require_token
 from api.errors import install_error_handlers
 from api.resources import open_resources
-from api.routes import agents, control, executions, health, memories, runs, task_flows
+from api.routes import agents, control, executions, health, memories, runs, stream, task_flows
 from deployments.reconciler import run_reconciler
 from flows.settings import Settings, get_settings
 
@@ -70,7 +70,8 @@ def create_app(
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-Match"],
             expose_headers=["ETag", "Location", "Idempotent-Replayed"],
         )
-    for module in (task_flows, runs, memories, executions, control, agents, health):
+    # stream before executions: /api/executions/{execution_id} would match its path.
+    for module in (task_flows, runs, memories, stream, executions, control, agents, health):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

@@ -1,8 +1,9 @@
 """The connections the API opens once at start-up and closes at shutdown.
 
 One bounded psycopg pool, one Prefect client and one HTTP client for the agent, shared by
-every request. The pool opens without waiting, so the API starts (and answers 503 with a
-sentence) while the database is briefly down.
+every request, and the live feed of execution changes (`api.live`: one LISTEN connection,
+opened by the first event stream). The pool opens without waiting, so the API starts (and
+answers 503 with a sentence) while the database is briefly down.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from prefect.client.orchestration import PrefectClient, get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from api.config import ApiSettings
+from api.live import ExecutionFeed, open_execution_feed
 from flows.database import Pool, create_pool
 from flows.settings import Settings
 
@@ -31,6 +33,7 @@ class Resources:
     pool: Pool
     prefect: PrefectClient
     agent_http: httpx.AsyncClient
+    live: ExecutionFeed
 
 
 @asynccontextmanager
@@ -44,12 +47,20 @@ async def open_resources(settings: Settings, api_settings: ApiSettings) -> Async
         stack.push_async_callback(pool.close)
         prefect = await stack.enter_async_context(_prefect_client(settings))
         agent_http = await stack.enter_async_context(_agent_client(settings))
+        live = await stack.enter_async_context(
+            open_execution_feed(
+                database_url=settings.resolved_database_url(),
+                pool=pool,
+                prefect_ui_url=settings.prefect_ui_url(),
+            )
+        )
         yield Resources(
             settings=settings,
             api_settings=api_settings,
             pool=pool,
             prefect=prefect,
             agent_http=agent_http,
+            live=live,
         )
 
 

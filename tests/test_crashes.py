@@ -126,7 +126,7 @@ def test_retry_in_the_prefect_ui_resumes_the_same_execution(
         api,
         started["execution_id"],
         until=lambda e: (
-            e["status"] == "completed" or e["attempts"] >= 2 and e["status"] == "failed"
+            e["status"] == "completed" or (e["attempts"] >= 2 and e["status"] == "failed")
         ),
     )
     assert resumed["status"] == "completed", resumed
