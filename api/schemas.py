@@ -143,6 +143,7 @@ class ExecutionOut(BaseModel):
     trigger: str
     retry_of: int | None
     attempts: int = Field(default=0, description="How many times this execution was started")
+    worker_name: str | None = Field(default=None, description="The worker running it")
     queued_at: datetime
     updated_at: datetime
     prefect_url: str | None = Field(description="The flow run in the Prefect UI")

@@ -56,6 +56,8 @@ class DemoAgent:
     requests: list[ReceivedRequest] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
+    in_flight_by_model: dict[str, int] = field(default_factory=dict)
+    max_in_flight_by_model: dict[str, int] = field(default_factory=dict)
 
     def prompts_received(self) -> list[str]:
         return [request.prompt for request in self.requests]
@@ -97,12 +99,18 @@ def create_app(agent: DemoAgent | None = None) -> FastAPI:
                 return JSONResponse(
                     {"error": {"message": "demo agent is flaky as asked"}}, status_code=503
                 )
+        model = received.model
         agent.in_flight += 1
         agent.max_in_flight = max(agent.max_in_flight, agent.in_flight)
+        agent.in_flight_by_model[model] = agent.in_flight_by_model.get(model, 0) + 1
+        agent.max_in_flight_by_model[model] = max(
+            agent.max_in_flight_by_model.get(model, 0), agent.in_flight_by_model[model]
+        )
         try:
             return await _respond(agent.behaviour, received)
         finally:
             agent.in_flight -= 1
+            agent.in_flight_by_model[model] -= 1
 
     return app
 

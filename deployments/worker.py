@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import socket
 from datetime import UTC, datetime, timedelta
@@ -65,7 +66,8 @@ class Worker:
 
     def __init__(self, settings: Settings, *, name: str | None = None) -> None:
         self.settings = settings
-        self.name = name or f"taskflows-{socket.gethostname()}-{id(self):x}"
+        # Host and pid: an operator can tell which process holds an execution's lease.
+        self.name = name or f"taskflows-{socket.gethostname()}-{os.getpid()}"
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.worker_concurrency)

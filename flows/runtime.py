@@ -11,6 +11,7 @@ import asyncio
 from dataclasses import dataclass
 
 from flows.agent_client import AgentClient
+from flows.agent_limits import AgentLimits
 from flows.database import Pool, create_pool
 from flows.execution_store import ExecutionStore
 from flows.memory_store import MemoryStore
@@ -26,6 +27,7 @@ class Runtime:
     executions: ExecutionStore
     task_flows: TaskFlowStore
     memories: MemoryStore
+    agent_limits: AgentLimits
 
     async def aclose(self) -> None:
         await self.agent.aclose()
@@ -53,6 +55,7 @@ async def open_runtime(settings: Settings) -> Runtime:
         executions=ExecutionStore(pool),
         task_flows=TaskFlowStore(pool),
         memories=MemoryStore(pool),
+        agent_limits=AgentLimits.parse(settings.agent_concurrency),
     )
 
 

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     agent_retries: int = Field(default=3, ge=0, le=20)
     agent_retry_delay_s: float = Field(default=1.0, ge=0)
     default_agent: str = "default"
+    # Requests in flight per agent, across all workers: "4", "4,gpt-4o=2" (see agent_limits).
+    agent_concurrency: str | None = None
 
     # The facade.
     api_host: str = "127.0.0.1"
@@ -65,6 +67,14 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("agent_concurrency")
+    @classmethod
+    def _valid_agent_concurrency(cls, value: str | None) -> str | None:
+        from flows.agent_limits import AgentLimits
+
+        AgentLimits.parse(value)  # refuse to start with a limit nobody can read
+        return value
 
     @property
     def database_configured(self) -> bool:

@@ -25,6 +25,8 @@ from prefect.flows import Flow
 from prefect.states import Cancelled, State
 
 from flows import run_control
+from flows.agent_limits import agent_slot
+from flows.artifacts import RunArtifacts
 from flows.errors import AgentError
 from flows.execution_store import Execution
 from flows.runtime import Runtime, get_runtime
@@ -67,7 +69,8 @@ async def run_prompt(
     """Send one prompt to the agent and mirror its result into the execution at once."""
     runtime = await get_runtime()
     try:
-        answer = await runtime.agent.chat(agent=agent, prompt=prompt, memories=memories)
+        async with agent_slot(runtime.agent_limits, agent, hold_s=runtime.agent.timeout_s):
+            answer = await runtime.agent.chat(agent=agent, prompt=prompt, memories=memories)
     except AgentError as exc:
         exc.attempts = _attempt()
         raise
@@ -246,9 +249,21 @@ async def _run(
         logger.info("Execution %s already ended; nothing to run.", execution["id"])
         return {"execution_id": execution["id"], "status": "ended"}
 
+    artifacts = RunArtifacts(call_name=running["call_name"], total=len(running["prompts"]))
+    try:
+        return await _run_prompts(runtime, running, run, artifacts)
+    finally:
+        final = await runtime.executions.get_execution(running["id"])
+        await artifacts.finish(final["prompt_results"] if final else [])
+
+
+async def _run_prompts(
+    runtime: Runtime, running: Execution, run: run_control.InFlightRun, artifacts: RunArtifacts
+) -> Any:
     prompts: list[str] = list(running["prompts"])
     total = len(prompts)
     memories = await runtime.memories.memory_contents()
+    artifacts.progress(running["current_prompt_index"])
     for index in range(running["current_prompt_index"], total):
         prompt, started_at = prompts[index], _now()
         call = prompt_task()(
@@ -275,5 +290,6 @@ async def _run(
             error = f"Prompt {index + 1} of {total} failed: {exc}"
             await runtime.executions.complete_execution(running["id"], "failed", error)
             raise
+        artifacts.progress(index + 1)
     await runtime.executions.complete_execution(running["id"], "completed")
     return {"execution_id": running["id"], "status": "completed"}

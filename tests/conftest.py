@@ -115,6 +115,8 @@ def system(
                 "LEASE_RENEW_S": "1",
                 "LEASE_EXPIRY_S": "6",
                 "RECONCILE_EVERY_S": "1",
+                # Only the agent named "limited" is limited, so other tests pay nothing.
+                "AGENT_CONCURRENCY": "limited=2",
                 "API_PORT": str(api_port),
                 "PYTHONUNBUFFERED": "1",
             }

@@ -181,4 +181,9 @@ def test_restarting_postgresql_mid_run_loses_no_progress(
 
     execution = wait_for_execution(api, started["execution_id"], timeout=120)
     assert execution["status"] == "completed", execution
-    assert [r["prompt"] for r in execution["prompt_results"]] == ["p1", "p2 [delay=1.5]", "p3", "p4"]
+    assert [r["prompt"] for r in execution["prompt_results"]] == [
+        "p1",
+        "p2 [delay=1.5]",
+        "p3",
+        "p4",
+    ]
