@@ -11,6 +11,13 @@ to recognise) and `GET /v1/models`. Directives inside a prompt steer it, for dem
 - `[size=50000]` pad the answer to that many characters
 - `[flaky=2]`    answer HTTP 503 the first 2 times this exact prompt arrives
 
+Asked to stream (`"stream": true`), it sends OpenAI chunks (`data: {...}` lines, then
+`data: [DONE]`), usage in the last chunk when `stream_options.include_usage` is set:
+
+- `[chunkdelay=0.2]` wait that long between chunks
+- `[stall]`          go silent after the first chunk
+- `[nostream]`       refuse streaming with HTTP 400, as agents without it do
+
 Run it with `python -m deployments.demo_agent --port 8080`.
 """
 
@@ -18,16 +25,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import re
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 MODELS = ("default", "demo-echo")
-_DIRECTIVE = re.compile(r"\[(delay|fail|hang|empty|size|flaky)(?:=([0-9.]+))?\]")
+_DIRECTIVE = re.compile(
+    r"\[(delay|fail|hang|empty|size|flaky|chunkdelay|stall|nostream)(?:=([0-9.]+))?\]"
+)
 
 
 @dataclass
@@ -37,6 +49,7 @@ class AgentBehaviour:
     delay_s: float = 0.0
     fail_status: int | None = None
     hang: bool = False
+    streaming: bool = True  # False: refuse `stream: true` like agents without it
 
 
 @dataclass
@@ -44,6 +57,8 @@ class ReceivedRequest:
     received_at: float  # time.time() when the request arrived
     model: str
     messages: list[dict[str, Any]]
+    stream: bool = False
+    first_chunk_at: float | None = None  # time.time() when the first streamed text left
 
     @property
     def prompt(self) -> str:
@@ -87,10 +102,12 @@ def create_app(agent: DemoAgent | None = None) -> FastAPI:
         return {"object": "list", "data": [{"id": m, "object": "model"} for m in MODELS]}
 
     @app.post("/v1/chat/completions")
-    async def chat(request: Request) -> JSONResponse:
+    async def chat(request: Request) -> Response:
         body = await request.json()
         messages = body.get("messages") or []
-        received = ReceivedRequest(time.time(), str(body.get("model")), messages)
+        received = ReceivedRequest(
+            time.time(), str(body.get("model")), messages, stream=bool(body.get("stream"))
+        )
         agent.requests.append(received)
         directives = _directives(received.prompt)
         if directives.get("flaky"):
@@ -106,17 +123,33 @@ def create_app(agent: DemoAgent | None = None) -> FastAPI:
         agent.max_in_flight_by_model[model] = max(
             agent.max_in_flight_by_model.get(model, 0), agent.in_flight_by_model[model]
         )
-        try:
-            return await _respond(agent.behaviour, received)
-        finally:
+
+        def done() -> None:
             agent.in_flight -= 1
             agent.in_flight_by_model[model] -= 1
+
+        try:
+            response = await _respond(agent.behaviour, received, body)
+        except BaseException:
+            done()
+            raise
+        if isinstance(response, StreamingResponse):
+            response.background = BackgroundTask(done)  # still in flight while it streams
+        else:
+            done()
+        return response
 
     return app
 
 
-async def _respond(behaviour: AgentBehaviour, received: ReceivedRequest) -> JSONResponse:
+async def _respond(
+    behaviour: AgentBehaviour, received: ReceivedRequest, body: dict[str, Any]
+) -> Response:
     directives = _directives(received.prompt)
+    if received.stream and ("nostream" in directives or not behaviour.streaming):
+        return JSONResponse(
+            {"error": {"message": "stream is not supported by this agent"}}, status_code=400
+        )
     if behaviour.hang or "hang" in directives:
         await asyncio.Event().wait()
     delay = float(directives.get("delay") or behaviour.delay_s)
@@ -130,6 +163,17 @@ async def _respond(behaviour: AgentBehaviour, received: ReceivedRequest) -> JSON
     size = int(directives["size"]) if directives.get("size") else None
     content = "" if "empty" in directives else _answer(received.prompt, received.messages, size)
     words = len(received.prompt.split())
+    usage = {
+        "prompt_tokens": words,
+        "completion_tokens": len(content.split()),
+        "total_tokens": words + len(content.split()),
+    }
+    if received.stream:
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        return StreamingResponse(
+            _chunks(received, content, usage if include_usage else None, directives),
+            media_type="text/event-stream",
+        )
     return JSONResponse(
         {
             "id": f"chatcmpl-demo-{len(content)}",
@@ -143,13 +187,63 @@ async def _respond(behaviour: AgentBehaviour, received: ReceivedRequest) -> JSON
                     "message": {"role": "assistant", "content": content},
                 }
             ],
-            "usage": {
-                "prompt_tokens": words,
-                "completion_tokens": len(content.split()),
-                "total_tokens": words + len(content.split()),
-            },
+            "usage": usage,
         }
     )
+
+
+async def _chunks(
+    received: ReceivedRequest,
+    content: str,
+    usage: dict[str, int] | None,
+    directives: dict[str, str],
+) -> AsyncIterator[str]:
+    """The answer as OpenAI streaming chunks, a few words each."""
+    pause = float(directives.get("chunkdelay") or 0)
+    words = re.findall(r"\S+\s*", content) or [content]
+    pieces = ["".join(words[i : i + 3]) for i in range(0, len(words), 3)]
+
+    def chunk(delta: dict[str, str], finish: str | None = None) -> str:
+        return (
+            "data: "
+            + json.dumps(
+                {
+                    "id": "chatcmpl-demo",
+                    "object": "chat.completion.chunk",
+                    "created": int(time.time()),
+                    "model": received.model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                }
+            )
+            + "\n\n"
+        )
+
+    yield chunk({"role": "assistant", "content": ""})
+    for number, piece in enumerate(pieces):
+        if number and pause:
+            await asyncio.sleep(pause)
+        if received.first_chunk_at is None:
+            received.first_chunk_at = time.time()
+        yield chunk({"content": piece})
+        if "stall" in directives:
+            await asyncio.Event().wait()
+    yield chunk({}, finish="stop")
+    if usage is not None:
+        yield (
+            "data: "
+            + json.dumps(
+                {
+                    "id": "chatcmpl-demo",
+                    "object": "chat.completion.chunk",
+                    "created": int(time.time()),
+                    "model": received.model,
+                    "choices": [],
+                    "usage": usage,
+                }
+            )
+            + "\n\n"
+        )
+    yield "data: [DONE]\n\n"
 
 
 app = create_app()

@@ -8,8 +8,10 @@ travel as one system message before the prompt.
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -36,13 +38,81 @@ def build_messages(prompt: str, memories: list[str]) -> list[dict[str, str]]:
     return messages
 
 
+class _Stalled(Exception):
+    """The agent went silent in the middle of a streamed answer."""
+
+
+def _status_error(status_code: int, text: str) -> AgentError:
+    return AgentError(
+        f"The agent answered HTTP {status_code}: {_excerpt(text) or '(empty body)'}",
+        transient=status_code == 429 or status_code >= 500,
+        status_code=status_code,
+    )
+
+
+def _refuses_streaming(status_code: int, text: str) -> bool:
+    """An agent that does not do `stream: true` says so with a 4xx naming it."""
+    return status_code in (400, 404, 405, 415, 422, 501) and "stream" in text.lower()
+
+
+async def _assemble(response: httpx.Response, on_text: TextCallback | None) -> AgentAnswer:
+    """Join OpenAI's server-sent chunks (`data: {...}` lines, then `data: [DONE]`)."""
+    parts: list[str] = []
+    usage: dict[str, Any] | None = None
+    model: str | None = None
+    try:
+        async for line in response.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            data = line[len("data:") :].strip()
+            if data == "[DONE]":
+                break
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                raise AgentError(
+                    f"The agent sent a malformed stream chunk: {_excerpt(data)}", transient=False
+                ) from None
+            if isinstance(chunk.get("error"), dict):
+                message = chunk["error"].get("message") or "no message"
+                raise AgentError(
+                    f"The agent failed mid-answer: {_excerpt(str(message))}", transient=True
+                )
+            model = chunk.get("model") or model
+            if isinstance(chunk.get("usage"), dict):
+                usage = chunk["usage"]
+            for choice in chunk.get("choices") or []:
+                piece = (choice.get("delta") or {}).get("content")
+                if isinstance(piece, str) and piece:
+                    parts.append(piece)
+                    if on_text is not None:
+                        on_text(piece)
+    except httpx.ReadTimeout:
+        if parts:
+            raise _Stalled from None
+        raise
+    content = "".join(parts)
+    if not content.strip():
+        raise AgentError("The agent returned an empty answer.", transient=False)
+    return AgentAnswer(content=content, usage=usage, model=model)
+
+
 def _excerpt(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= _EXCERPT_CHARS else text[:_EXCERPT_CHARS] + "…"
 
 
+TextCallback = Callable[[str], None]
+StreamMode = Literal["auto", "on", "off"]
+
+
 class AgentClient:
-    """Sends prompts to an OpenAI-compatible agent. Share one per process: it pools sockets."""
+    """Sends prompts to an OpenAI-compatible agent. Share one per process: it pools sockets.
+
+    With `stream="auto"` (the default) it asks for a streamed answer and hands each piece
+    of text to `on_text` as it arrives; an agent that refuses streaming gets a plain
+    request instead, and is remembered (per agent name) so it is not asked again.
+    """
 
     def __init__(
         self,
@@ -51,13 +121,17 @@ class AgentClient:
         api_key: str | None = None,
         timeout_s: float = 120.0,
         max_connections: int = 200,
+        stream: StreamMode = "auto",
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        self.stream = stream
+        self._no_streaming: set[str] = set()
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             headers=headers,
+            # The read timeout is also the longest silence allowed between streamed chunks.
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=50),
         )
@@ -65,15 +139,44 @@ class AgentClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def chat(self, *, agent: str, prompt: str, memories: list[str]) -> AgentAnswer:
-        """Send one prompt and return the agent's answer, or raise AgentError."""
-        payload = {"model": agent, "messages": build_messages(prompt, memories)}
+    def streams_to(self, agent: str) -> bool:
+        return self.stream == "on" or (self.stream == "auto" and agent not in self._no_streaming)
+
+    async def chat(
+        self,
+        *,
+        agent: str,
+        prompt: str,
+        memories: list[str],
+        on_text: TextCallback | None = None,
+    ) -> AgentAnswer:
+        """Send one prompt and return the agent's whole answer, or raise AgentError."""
+        payload: dict[str, Any] = {"model": agent, "messages": build_messages(prompt, memories)}
+        streamed_chars = 0
+
+        def seen(text: str) -> None:
+            nonlocal streamed_chars
+            streamed_chars += len(text)
+            if on_text is not None:
+                on_text(text)
+
         try:
             # httpx's timeout bounds each read; this bounds the whole answer, so an agent
             # that trickles bytes forever still times out.
             async with asyncio.timeout(self.timeout_s):
+                if self.streams_to(agent):
+                    answer = await self._streamed(agent, payload, seen)
+                    if answer is not None:
+                        return answer
                 response = await self._http.post("/v1/chat/completions", json=payload)
-        except (httpx.TimeoutException, TimeoutError):
+        except (_Stalled, httpx.TimeoutException, TimeoutError):
+            if streamed_chars:
+                raise AgentError(
+                    f"The agent at {self.base_url} stalled mid-answer ({streamed_chars} "
+                    f"characters in) and did not finish within {self.timeout_s:g} s "
+                    "(timed out).",
+                    transient=True,
+                ) from None
             raise AgentError(
                 f"The agent at {self.base_url} did not answer within {self.timeout_s:g} s "
                 "(timed out).",
@@ -87,15 +190,29 @@ class AgentClient:
             ) from None
         return self._parse(response)
 
+    async def _streamed(
+        self, agent: str, payload: dict[str, Any], on_text: TextCallback | None
+    ) -> AgentAnswer | None:
+        """A streamed answer; None when the agent refused to stream (use a plain request)."""
+        body = {**payload, "stream": True, "stream_options": {"include_usage": True}}
+        async with self._http.stream("POST", "/v1/chat/completions", json=body) as response:
+            if response.status_code != 200:
+                text = (await response.aread()).decode(errors="replace")
+                if self.stream == "auto" and _refuses_streaming(response.status_code, text):
+                    self._no_streaming.add(agent)
+                    return None
+                raise _status_error(response.status_code, text)
+            if "text/event-stream" not in response.headers.get("content-type", ""):
+                # The agent ignored "stream": it sent a whole answer. Fine; stop asking.
+                if self.stream == "auto":
+                    self._no_streaming.add(agent)
+                await response.aread()
+                return self._parse(response)
+            return await _assemble(response, on_text)
+
     def _parse(self, response: httpx.Response) -> AgentAnswer:
         if response.status_code != 200:
-            transient = response.status_code == 429 or response.status_code >= 500
-            body = _excerpt(response.text) or "(empty body)"
-            raise AgentError(
-                f"The agent answered HTTP {response.status_code}: {body}",
-                transient=transient,
-                status_code=response.status_code,
-            )
+            raise _status_error(response.status_code, response.text)
         try:
             data = response.json()
             content = data["choices"][0]["message"]["content"]

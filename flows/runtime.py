@@ -47,6 +47,7 @@ async def open_runtime(settings: Settings) -> Runtime:
         base_url=settings.resolved_agent_url(),
         api_key=settings.agent_api_key.get_secret_value() if settings.agent_api_key else None,
         timeout_s=settings.agent_timeout_s,
+        stream=settings.agent_stream,
     )
     return Runtime(
         settings=settings,

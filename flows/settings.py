@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import quote
 
 from pydantic import Field, SecretStr, field_validator
@@ -38,6 +39,9 @@ class Settings(BaseSettings):
     agent_api_port: int = 8080
     agent_api_key: SecretStr | None = None
     agent_timeout_s: float = Field(default=120.0, gt=0)
+    # Ask the agent for streamed answers (live output): auto falls back per agent.
+    agent_stream: Literal["auto", "on", "off"] = "auto"
+    partial_interval_s: float = Field(default=0.1, gt=0)
     # Transient agent errors (connect errors, timeouts, 429, 5xx) are retried by Prefect
     # with exponential backoff and jitter: delays of base, 2*base, 4*base, ...
     agent_retries: int = Field(default=3, ge=0, le=20)
@@ -60,6 +64,9 @@ class Settings(BaseSettings):
     lease_renew_s: float = Field(default=5.0, gt=0)
     lease_expiry_s: float = Field(default=30.0, gt=0)
     reconcile_every_s: float = Field(default=5.0, gt=0)
+    # Housekeeping of the Prefect server `up` starts: finished flow runs (with their task
+    # runs, logs and artifacts) and events older than this many days are deleted.
+    prefect_retention_days: int = Field(default=14, ge=1, le=3650)
 
     data_dir: Path = PROJECT_ROOT / ".data"
 

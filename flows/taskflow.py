@@ -29,6 +29,7 @@ from flows.agent_limits import agent_slot
 from flows.artifacts import RunArtifacts
 from flows.errors import AgentError
 from flows.execution_store import Execution
+from flows.partials import PartialPublisher
 from flows.runtime import Runtime, get_runtime
 from flows.settings import get_settings
 
@@ -68,12 +69,23 @@ async def run_prompt(
 ) -> dict[str, Any]:
     """Send one prompt to the agent and mirror its result into the execution at once."""
     runtime = await get_runtime()
+    partials = PartialPublisher(
+        runtime.pool,
+        execution_id=execution_id,
+        index=index,
+        attempt=_attempt(),
+        interval_s=runtime.settings.partial_interval_s,
+    )
     try:
         async with agent_slot(runtime.agent_limits, agent, hold_s=runtime.agent.timeout_s):
-            answer = await runtime.agent.chat(agent=agent, prompt=prompt, memories=memories)
+            answer = await runtime.agent.chat(
+                agent=agent, prompt=prompt, memories=memories, on_text=partials.add
+            )
     except AgentError as exc:
         exc.attempts = _attempt()
         raise
+    finally:
+        await partials.close()
     finished_at = _now()
     result = {
         "index": index,
