@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.responses import FileResponse
@@ -20,10 +21,20 @@ from fastapi.staticfiles import StaticFiles
 from api.body_limit import BodySizeLimit
 from api.config import MAX_BODY_BYTES, ApiSettings
 from api.cors import JsonCORSMiddleware
-from api.deps import require_token
+from api.deps import SAFE_METHODS, require_token
 from api.errors import install_error_handlers
 from api.resources import open_resources
-from api.routes import agents, control, executions, health, memories, runs, stream, task_flows
+from api.routes import (
+    agents,
+    control,
+    executions,
+    health,
+    memories,
+    runs,
+    schedules,
+    stream,
+    task_flows,
+)
 from deployments.reconciler import run_reconciler
 from flows.settings import Settings, get_settings
 
@@ -71,8 +82,12 @@ def create_app(
             expose_headers=["ETag", "Location", "Idempotent-Replayed"],
         )
     # stream before executions: /api/executions/{execution_id} would match its path.
-    for module in (task_flows, runs, memories, stream, executions, control, agents, health):
+    for module in (
+        task_flows, runs, schedules, memories, stream, executions, control, agents, health
+    ):
         app.include_router(module.router)
+
+    _document_security(app, token_required=api_settings.api_token is not None)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
@@ -80,6 +95,27 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+def _document_security(app: FastAPI, *, token_required: bool) -> None:
+    """Make the OpenAPI spec say what `require_token` does: reads are open; writes need the
+    bearer token only when `TASKFLOWS_API_TOKEN` is set (otherwise it is optional)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()
+        for path in schema.get("paths", {}).values():
+            for method, operation in path.items():
+                if method.upper() in SAFE_METHODS:
+                    operation.pop("security", None)
+                elif not token_required and "security" in operation:
+                    operation["security"] = [{}, *operation["security"]]
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 app = create_app()

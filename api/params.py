@@ -6,18 +6,24 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Header, Path
+from pydantic.json_schema import SkipJsonSchema
 
 from api.errors import InvalidRequest
 from api.schemas import MAX_ID, ErrorOut
+from flows.errors import ConflictError
 
 FlowId = Annotated[int, Path(ge=1, le=MAX_ID, description="The task flow's id")]
 MemoryId = Annotated[int, Path(ge=1, le=MAX_ID, description="The memory's id")]
 ExecutionId = Annotated[int, Path(ge=1, le=MAX_ID, description="The execution's id")]
+_IF_MATCH = r'^\s*(\*|(W/)?"?[1-9][0-9]{0,8}"?)\s*$'
 IfMatch = Annotated[
-    str | None,
+    str | SkipJsonSchema[None],
     Header(
         alias="If-Match",
         max_length=100,
+        pattern=_IF_MATCH,
+        # FastAPI leaves `pattern` out of the spec for an optional header; say it there too.
+        json_schema_extra={"pattern": _IF_MATCH},
         description='The ETag (`"<version>"`) the change is based on; a stale one gives 409.',
     ),
 ]
@@ -44,7 +50,8 @@ def expected_version(body_version: int | None, if_match: str | None) -> int | No
             )
         header_version = int(text)
     if None not in (body_version, header_version) and body_version != header_version:
-        raise InvalidRequest(
+        # Two preconditions that disagree cannot both hold: a conflict, like a stale one.
+        raise ConflictError(
             f"The body says version {body_version} but If-Match says {header_version}; "
             "send one of them."
         )

@@ -15,6 +15,7 @@ from pydantic import (
     StringConstraints,
     field_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 # Ids are PostgreSQL BIGSERIALs; anything outside 1..2^63-1 cannot exist.
 MAX_ID = 2**63 - 1
@@ -43,23 +44,46 @@ def _not_blank(value: str) -> str:
     return value
 
 
+# The patterns repeat the validators in the OpenAPI spec, so a client (or a fuzzer) can
+# tell from the spec alone what is accepted: no NUL or control characters, not blank.
+_TEXT = r"^[^\x00]*\S[^\x00]*$"
+_NAME = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+_CALL_NAME = r"^[^\x00-\x1f\x7f/%&<>]*[^\s\x00-\x1f\x7f/%&<>][^\x00-\x1f\x7f/%&<>]*$"
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text and JSONB cannot hold NUL characters.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
 CallName = Annotated[
     StrictStr,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=_CALL_NAME),
     AfterValidator(_no_control_characters),
     AfterValidator(_usable_as_deployment_name),
 ]
 AgentName = Annotated[
     StrictStr,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=_NAME),
     AfterValidator(_no_control_characters),
 ]
-Description = Annotated[StrictStr, StringConstraints(max_length=10_000)]
-Prompt = Annotated[StrictStr, StringConstraints(max_length=200_000), AfterValidator(_not_blank)]
+Description = Annotated[
+    StrictStr, StringConstraints(max_length=10_000, pattern=r"^[^\x00]*$"), AfterValidator(_no_nul)
+]
+Prompt = Annotated[
+    StrictStr,
+    StringConstraints(max_length=200_000, pattern=_TEXT),
+    AfterValidator(_not_blank),
+    AfterValidator(_no_nul),
+]
 Prompts = Annotated[list[Prompt], Field(min_length=1, max_length=MAX_PROMPTS)]
 Version = Annotated[int, Field(ge=1, le=2**31 - 1)]
 MemoryContent = Annotated[
-    StrictStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=100_000)
+    StrictStr,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100_000, pattern=_TEXT),
+    AfterValidator(_no_nul),
 ]
 
 
@@ -86,10 +110,21 @@ class TaskFlowPut(TaskFlowIn):
 class TaskFlowPatch(_Input):
     """Some fields of a task flow. Omitted fields keep their value; null is refused."""
 
-    call_name: CallName | None = None
-    agent: AgentName | None = None
-    description: Description | None = None
-    prompts: Prompts | None = None
+    model_config = ConfigDict(
+        extra="forbid",
+        # At least one field to change (`version` alone changes nothing).
+        json_schema_extra={
+            "anyOf": [
+                {"required": [name]} for name in ("call_name", "agent", "description", "prompts")
+            ]
+        },
+    )
+
+    # SkipJsonSchema: the spec says what the validator below enforces (no nulls).
+    call_name: CallName | SkipJsonSchema[None] = None
+    agent: AgentName | SkipJsonSchema[None] = None
+    description: Description | SkipJsonSchema[None] = None
+    prompts: Prompts | SkipJsonSchema[None] = None
     version: Version | None = None
 
     @field_validator("call_name", "agent", "description", "prompts", mode="before")
@@ -150,7 +185,11 @@ class ExecutionOut(BaseModel):
 
 
 class RunIn(_Input):
-    """The optional body of `POST /api/task_flows/{id}/run` (nothing to set yet)."""
+    """The optional body of `POST /api/task_flows/{id}/run`."""
+
+    trigger: Literal["api", "cli"] = Field(
+        default="api", description="What started the run, recorded on the execution"
+    )
 
 
 class RunOut(BaseModel):
@@ -194,3 +233,50 @@ class ErrorOut(BaseModel):
     detail: list[dict[str, str]] = Field(
         default_factory=list, description="Per-field problems: field, message, type"
     )
+
+
+def _cron(value: str) -> str:
+    from deployments.schedules import check_cron
+
+    return check_cron(value)
+
+
+def _timezone(value: str) -> str:
+    from deployments.schedules import check_timezone
+
+    return check_timezone(value)
+
+
+class ScheduleIn(_Input):
+    """A task flow's cron schedule (5 fields: minute hour day-of-month month day-of-week)."""
+
+    cron: Annotated[StrictStr, StringConstraints(max_length=200), AfterValidator(_cron)] = Field(
+        examples=["0 9 * * 1-5"]
+    )
+    timezone: Annotated[StrictStr, StringConstraints(max_length=100), AfterValidator(_timezone)] = (
+        Field(default="UTC", examples=["Europe/Berlin"])
+    )
+    enabled: bool = True
+
+
+class ScheduleOut(BaseModel):
+    """The schedule as Prefect has it (edits made in the Prefect UI included)."""
+
+    flow_id: int
+    call_name: str
+    kind: str = Field(description="cron; interval or rrule when set so in the Prefect UI")
+    cron: str | None
+    interval_seconds: float | None = None
+    rrule: str | None = None
+    timezone: str
+    enabled: bool = Field(description="The schedule is active in Prefect")
+    paused: bool = Field(description="The deployment is paused in Prefect, so nothing fires")
+    next_runs: list[datetime] = Field(
+        description="The next times it fires, in its time zone (empty when disabled or paused)"
+    )
+    other_schedules: int = Field(
+        default=0, description="More schedules added in the Prefect UI (PUT replaces them all)"
+    )
+    deployment_id: UUID
+    schedule_id: UUID
+    prefect_url: str = Field(description="The deployment in the Prefect UI")

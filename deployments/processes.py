@@ -203,6 +203,22 @@ def prefect_env(api_url: str, *, home: Path | None = None) -> dict[str, str]:
     }
 
 
+def prefect_housekeeping_env(retention_days: int) -> dict[str, str]:
+    """What keeps a long-lived Prefect server's database from growing without bound.
+
+    Prefect's db_vacuum service (hourly) deletes finished flow runs, with their task runs,
+    logs and artifacts, and events older than `retention_days` (`PREFECT_RETENTION_DAYS`).
+    A Prefect variable the user set themselves wins over the value derived here.
+    """
+    period = f"P{retention_days}D"  # ISO 8601: Prefect's events setting refuses bare seconds
+    wanted = {
+        "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
+        "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": period,
+        "PREFECT_SERVER_EVENTS_RETENTION_PERIOD": period,
+    }
+    return {name: value for name, value in wanted.items() if name not in os.environ}
+
+
 def start_prefect_server(
     port: int,
     database_url_asyncpg: str,
@@ -219,6 +235,7 @@ def start_prefect_server(
     api_url = f"http://127.0.0.1:{port}/api"
     env = {
         **prefect_env(api_url, home=home),
+        **prefect_housekeeping_env(get_settings().prefect_retention_days),
         "PREFECT_API_DATABASE_CONNECTION_URL": database_url_asyncpg,
         "PREFECT_API_DATABASE_MIGRATE_ON_START": "true",
         "PREFECT_UI_API_URL": api_url,

@@ -13,10 +13,16 @@ from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import WorkPoolCreate
-from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    WorkPoolFilter,
+    WorkPoolFilterName,
+)
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.utilities.callables import parameter_schema
 
+from deployments.schedules import schedules_to_keep
 from flows.settings import PROJECT_ROOT, get_settings
 from flows.task_flow_store import TaskFlow, TaskFlowStore
 from flows.taskflow import FLOW_NAME, run_task_flow
@@ -63,6 +69,8 @@ async def sync_deployment(
         parameter_openapi_schema=parameter_schema(run_task_flow).model_dump_for_openapi(),
         tags=deployment_tags(task_flow),
         description=task_flow.get("description") or f"Task flow {task_flow['call_name']!r}",
+        # The upsert replaces the schedules: pass them back (and over to a renamed one).
+        schedules=await schedules_to_keep(prefect, task_flow.get("deployment_id")),
     )
     try:
         deployment_id = await prefect.create_deployment(flow_id=flow_id, **arguments)
@@ -99,8 +107,10 @@ async def sync_all(prefect: PrefectClient, task_flows: TaskFlowStore) -> dict[st
         wanted.add(await sync_deployment(prefect, task_flows, task_flow))
         synced += 1
     removed = 0
+    # Only this pool's: deployments of the flow on other pools (deployments/as_code.py) stay.
     deployments = await prefect.read_deployments(
-        flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME]))
+        flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),
+        work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[get_settings().work_pool])),
     )
     for deployment in deployments:
         if deployment.id not in wanted:

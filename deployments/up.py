@@ -149,6 +149,8 @@ def _start(stack: Stack, settings: Settings, args: argparse.Namespace) -> None:
             log_dir=stack.supervisor.log_dir,
             supervisor=stack.supervisor,
         )
+    else:
+        _check_prefect(prefect_api_url)
     if agent is not None:
         wait_ready(agent, f"{agent_url}/v1/models")
 
@@ -162,6 +164,27 @@ def _start(stack: Stack, settings: Settings, args: argparse.Namespace) -> None:
     )
     stack.summary["API"] = api_url
     stack.summary["API docs"] = f"{api_url}/docs"
+
+
+def _check_prefect(api_url: str) -> None:
+    """Refuse to start against a configured Prefect API that does not answer (the worker
+    would otherwise die and restart in a loop)."""
+    _progress(f"checking the Prefect API at {api_url}")
+    # Imported here: only this path needs the Prefect client.
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    async def healthcheck() -> Exception | None:
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            async with get_client() as client:
+                return await client.api_healthcheck()
+
+    error = asyncio.run(healthcheck())
+    if error is not None:
+        raise UpError(
+            f"The Prefect API at {api_url} does not answer ({type(error).__name__}); "
+            "start that server, or unset PREFECT_API_URL to let `up` run one."
+        )
 
 
 def _database(stack: Stack, settings: Settings) -> tuple[str, str]:

@@ -24,6 +24,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -39,6 +40,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.exceptions import Abort
 from prefect.flow_engine import run_flow_async
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelled, Pending
 from prefect.utilities.engine import propose_state
 
@@ -271,11 +273,25 @@ async def main() -> None:
     # Prefect's logging config owns the root handler (WARNING); let our own INFO lines through.
     for name in ("taskflows", "deployments", "flows"):
         logging.getLogger(name).setLevel(logging.INFO)
-    worker = Worker(get_settings())
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, worker.stop)
-    await worker.serve()
+    settings = get_settings()
+    # Like the API: without PREFECT_API_URL, the server `make up` starts (never a hidden
+    # temporary server of this process's own).
+    api_url = PREFECT_API_URL.value() or settings.resolved_prefect_api_url()
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        async with get_client() as client:
+            problem = await client.api_healthcheck()
+        if problem is not None:
+            print(
+                f"taskflows worker: the Prefect API at {api_url} does not answer "
+                "(start it with `make up`, or set PREFECT_API_URL).",
+                file=sys.stderr,
+            )
+            raise SystemExit(1)
+        worker = Worker(settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, worker.stop)
+        await worker.serve()
     logger.info("Worker %r stopped", worker.name)
 
 

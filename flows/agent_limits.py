@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from prefect.client.orchestration import get_client
 from prefect.concurrency.asyncio import concurrency
+from prefect.exceptions import ObjectAlreadyExists
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,12 @@ async def _ensure_limit(agent: str, limit: int) -> None:
     if _ensured.get(agent) == limit:
         return
     async with get_client() as client:
-        await client.upsert_global_concurrency_limit_by_name(limit_name(agent), limit)
+        try:
+            await client.upsert_global_concurrency_limit_by_name(limit_name(agent), limit)
+        except ObjectAlreadyExists:
+            # Prefect's upsert reads then creates; another run (or worker) created it in
+            # between. Now it exists, so a second upsert takes the update path.
+            await client.upsert_global_concurrency_limit_by_name(limit_name(agent), limit)
     _ensured[agent] = limit
 
 

@@ -29,11 +29,20 @@ class InFlightRun:
 
 _runs: dict[UUID, InFlightRun] = {}
 _worker_name: str = f"{socket.gethostname()}-{os.getpid()}"
+_in_taskflows_worker = False
 
 
 def set_worker_name(name: str) -> None:
-    global _worker_name
+    """Called by the taskflows worker, which renews the leases of all its runs at once."""
+    global _worker_name, _in_taskflows_worker
     _worker_name = name
+    _in_taskflows_worker = True
+
+
+def renews_leases_itself() -> bool:
+    """True outside the taskflows worker (a docker or kubernetes pool, a process worker):
+    there each run must renew its own lease, or the reconciler would take it for dead."""
+    return not _in_taskflows_worker
 
 
 def worker_name() -> str:

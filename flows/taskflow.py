@@ -262,11 +262,28 @@ async def _run(
         return {"execution_id": execution["id"], "status": "ended"}
 
     artifacts = RunArtifacts(call_name=running["call_name"], total=len(running["prompts"]))
+    lease = (
+        asyncio.create_task(_renew_lease(runtime, running["id"]))
+        if run_control.renews_leases_itself()
+        else None
+    )
     try:
         return await _run_prompts(runtime, running, run, artifacts)
     finally:
+        if lease is not None:
+            lease.cancel()
         final = await runtime.executions.get_execution(running["id"])
         await artifacts.finish(final["prompt_results"] if final else [])
+
+
+async def _renew_lease(runtime: Runtime, execution_id: int) -> None:
+    """Keep this run's lease fresh when no taskflows worker does it for us."""
+    while True:
+        await asyncio.sleep(runtime.settings.lease_renew_s)
+        try:
+            await runtime.executions.renew_leases([execution_id], run_control.worker_name())
+        except Exception as exc:  # the next renewal may succeed; expiry takes a while
+            get_run_logger().warning("Could not renew the lease: %r", exc)
 
 
 async def _run_prompts(

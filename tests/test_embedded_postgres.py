@@ -55,6 +55,8 @@ def test_a_taken_port_moves_the_server_to_a_free_one(tmp_path: Path) -> None:
         assert first_port is not None
         pg.stop()
         with socket.socket() as squatter:
+            # The stopped server's socket may linger in TIME_WAIT; take the port anyway.
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             squatter.bind(("127.0.0.1", first_port))
             squatter.listen()
             pg.start()

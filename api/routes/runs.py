@@ -48,7 +48,7 @@ async def run_task_flow(
         pool=pool,
         prefect=prefect,
         task_flow=task_flow,
-        trigger="api",
+        trigger=body.trigger if body is not None else "api",
         idempotency_key=idempotency_key,
     )
     if not created:
