@@ -166,6 +166,10 @@ class ExecutionFeed:
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False)
     _closing: bool = field(default=False, init=False)
+    # The text so far of each prompt in flight, from its `partial` notifications: a client
+    # that connects mid-answer starts from it. It is a relay buffer, not a cache of the
+    # table: an entry is dropped as soon as the prompt's result reaches the row.
+    _partials: dict[int, dict[str, Any]] = field(default_factory=dict, init=False)
     # Event ids are microseconds since the epoch, kept strictly increasing: they also
     # increase across API restarts, so a browser never sees an id go backwards.
     _last_event_id: int = field(default_factory=lambda: time.time_ns() // 1000, init=False)
@@ -186,11 +190,21 @@ class ExecutionFeed:
             return subscription
         self._pending.append(subscription)
         self._wakeup.set()
-        if self._task is None:
+        self.start()
+        return subscription
+
+    def start(self) -> None:
+        """Start listening (idempotent); the API does it at start-up, so the text of
+        prompts in flight is known before the first stream or read asks for it."""
+        if self._task is None and not self._closing:
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name="taskflows-live-feed"
             )
-        return subscription
+
+    def partial_of(self, execution_id: int) -> dict[str, Any] | None:
+        """`{index, attempt, offset, text}` of the prompt in flight, as far as it is written."""
+        entry = self._partials.get(execution_id)
+        return dict(entry) if entry else None
 
     def unsubscribe(self, subscription: Subscription) -> None:
         subscription.ended = True
@@ -290,12 +304,57 @@ class ExecutionFeed:
         except (ValueError, KeyError, TypeError):
             logger.warning("Live feed: ignoring partial output it cannot read: %.200r", payload)
             return
+        self._remember_partial(fields, partial["delta"])
         wanted = [s for s in self._subscribers if s.partials]
         if wanted:
             data = json.dumps({**fields, "delta": partial["delta"]}, ensure_ascii=False)
             message = self._message("partial", data)
             for subscription in wanted:
                 self._offer(subscription, message)
+
+    def _remember_partial(self, fields: dict[str, int], delta: str) -> None:
+        entry = self._partials.get(fields["id"])
+        same_attempt = entry is not None and (entry["index"], entry["attempt"]) == (
+            fields["index"],
+            fields["attempt"],
+        )
+        if same_attempt and entry is not None:
+            if fields["offset"] == entry["offset"] + len(entry["text"]):
+                entry["text"] += delta
+            return  # a repeat or a gap: keep what is consistent
+        self._partials[fields["id"]] = {
+            "index": fields["index"],
+            "attempt": fields["attempt"],
+            "offset": fields["offset"],
+            "text": delta,
+        }
+
+    def _forget_finished_partials(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            entry = self._partials.get(row["id"])
+            if entry is not None and (
+                row["status"] not in ACTIVE_STATUSES or row["results_count"] > entry["index"]
+            ):
+                del self._partials[row["id"]]
+
+    def _partials_for(self, execution_ids: Iterable[int]) -> bytes:
+        """`partial` events replaying the text so far, for a client that just connected."""
+        chunks = []
+        for execution_id in execution_ids:
+            entry = self._partials.get(execution_id)
+            if entry is not None:
+                data = json.dumps(
+                    {
+                        "id": execution_id,
+                        "index": entry["index"],
+                        "attempt": entry["attempt"],
+                        "offset": entry["offset"],
+                        "delta": entry["text"],
+                    },
+                    ensure_ascii=False,
+                )
+                chunks.append(self._message("partial", data))
+        return b"".join(chunks)
 
     async def _publish(self) -> None:
         while True:
@@ -328,6 +387,7 @@ class ExecutionFeed:
     def _fan_out(
         self, rows: list[dict[str, Any]], changed: set[int], pending: list[Subscription]
     ) -> None:
+        self._forget_finished_partials(rows)
         encoded = {row["id"]: self._encode(row) for row in rows}
         changes = b"".join(
             self._message("execution", encoded[execution_id])
@@ -348,6 +408,14 @@ class ExecutionFeed:
             snapshot = '{"executions":[' + ",".join(shown) + "]}"
             self._subscribers.add(subscription)
             self._offer(subscription, self._message("snapshot", snapshot))
+            if subscription.partials:
+                replay = self._partials_for(
+                    row["id"]
+                    for row in rows
+                    if row["status"] in ACTIVE_STATUSES or row["id"] in subscription.ids
+                )
+                if replay:
+                    self._offer(subscription, replay)
 
     def _encode(self, row: dict[str, Any]) -> str:
         flow_run_id = row["flow_run_id"]
@@ -397,6 +465,7 @@ async def open_execution_feed(
 ) -> AsyncIterator[ExecutionFeed]:
     """A feed for this process, its streams ended at shutdown (see `_on_shutdown_signal`)."""
     feed = ExecutionFeed(database_url=database_url, pool=pool, prefect_ui_url=prefect_ui_url)
+    feed.start()
     try:
         with _on_shutdown_signal(feed.end_streams):
             yield feed

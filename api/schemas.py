@@ -159,6 +159,13 @@ class MemoryOut(BaseModel):
     updated_at: datetime
 
 
+class PartialResponse(BaseModel):
+    index: int = Field(description="The prompt being answered (0-based)")
+    attempt: int
+    offset: int = Field(description="Characters of the answer before `text` (0 normally)")
+    text: str
+
+
 class ExecutionOut(BaseModel):
     """One run of a task flow, as mirrored in `flow_executions`."""
 
@@ -182,6 +189,11 @@ class ExecutionOut(BaseModel):
     queued_at: datetime
     updated_at: datetime
     prefect_url: str | None = Field(description="The flow run in the Prefect UI")
+    partial_response: PartialResponse | None = Field(
+        default=None,
+        description="GET /api/executions/{id} only: the answer to the prompt in flight, as "
+        "far as the agent has written it (not stored; the final response replaces it)",
+    )
 
 
 class RunIn(_Input):

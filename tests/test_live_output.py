@@ -104,3 +104,59 @@ def test_streamed_and_plain_results_have_the_same_shape(
     assert set(a) == set(b)
     assert a["response"] == b["response"] == f"Echo: {WORDS}"
     assert a["usage"] == b["usage"]
+
+
+def _wait_for_partial(api: httpx.Client, execution_id: int, min_chars: int) -> dict:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        execution = api.get(f"/api/executions/{execution_id}").json()
+        partial = execution.get("partial_response")
+        if partial and len(partial["text"]) >= min_chars:
+            return execution
+        assert execution["status"] in ("queued", "running"), execution
+        time.sleep(0.05)
+    raise AssertionError("no partial response showed up")
+
+
+def test_reading_an_execution_mid_answer_shows_the_text_so_far(
+    api: httpx.Client, fake_agent: DemoAgent, make_task_flow
+):
+    flow = make_task_flow(prompts=["quick one", f"[chunkdelay=0.3] {WORDS}"])
+    started = _run(api, flow["id"])
+    mid = _wait_for_partial(api, started["execution_id"], min_chars=10)
+
+    partial = mid["partial_response"]
+    assert mid["status"] == "running" and partial["index"] == 1 and partial["offset"] == 0
+    final = wait_for_execution(api, started["execution_id"])
+    assert final["prompt_results"][1]["response"].startswith(partial["text"])
+    assert final.get("partial_response") is None
+
+
+def test_a_stream_joined_mid_answer_first_gets_the_text_so_far(
+    system: System, api: httpx.Client, fake_agent: DemoAgent, make_task_flow
+):
+    flow = make_task_flow(prompts=[f"[chunkdelay=0.3] {WORDS}"])
+    started = _run(api, flow["id"])
+    _wait_for_partial(api, started["execution_id"], min_chars=12)
+
+    events: list[tuple[str, dict]] = []
+    with httpx.stream(
+        "GET",
+        f"{system.api_url}/api/executions/stream",
+        params={"partials": "true"},
+        timeout=30,
+    ) as response:
+        event = None
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and event:
+                events.append((event, json.loads(line.split(":", 1)[1])))
+                if event == "partial":
+                    break
+    assert events[0][0] == "snapshot"
+    kind, first_partial = events[1]
+    assert kind == "partial" and first_partial["id"] == started["execution_id"]
+    assert first_partial["offset"] == 0 and len(first_partial["delta"]) >= 12
+    final = wait_for_execution(api, started["execution_id"])
+    assert final["prompt_results"][0]["response"].startswith(first_partial["delta"])

@@ -10,9 +10,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import ExecutionStoreDep, SettingsDep
+from api.deps import ExecutionStoreDep, ResourcesDep, SettingsDep
 from api.params import ExecutionId, error_responses
-from api.schemas import MAX_ID, ExecutionOut
+from api.schemas import MAX_ID, ExecutionOut, PartialResponse
 from flows.errors import NotFoundError
 from flows.execution_store import Execution
 from flows.settings import Settings
@@ -59,9 +59,18 @@ async def list_recent_executions(
 
 @router.get("/{execution_id}")
 async def read_execution(
-    execution_id: ExecutionId, executions: ExecutionStoreDep, settings: SettingsDep
+    execution_id: ExecutionId,
+    executions: ExecutionStoreDep,
+    settings: SettingsDep,
+    resources: ResourcesDep,
 ) -> ExecutionOut:
+    """One execution; while a prompt is being answered, `partial_response` has the text
+    the agent has written so far."""
     execution = await executions.get_execution(execution_id)
     if execution is None:
         raise NotFoundError(f"Execution {execution_id} does not exist.")
-    return to_execution_out(execution, settings)
+    out = to_execution_out(execution, settings)
+    partial = resources.live.partial_of(execution_id)
+    if partial is not None and execution["status"] == "running":
+        out.partial_response = PartialResponse.model_validate(partial)
+    return out

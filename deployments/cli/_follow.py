@@ -1,7 +1,8 @@
 """Follow an execution in the terminal until it ends: `run --follow`, `retry --follow`.
 
-A progress bar advances prompt by prompt and each response is printed the moment it is
-recorded. Changes arrive through the API's event stream (`GET /api/executions/stream`);
+A progress bar advances prompt by prompt, the answer being written shows under it as the
+agent streams it, and each response is printed the moment it is recorded. Changes arrive
+through the API's event stream (`GET /api/executions/stream`);
 each one is then read in full from `GET /api/executions/{id}` (the stream cuts long texts).
 Without the stream (an older API, a proxy that buffers it) the execution is polled every
 half second instead.
@@ -13,7 +14,8 @@ import textwrap
 import time
 from typing import Any, NoReturn
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -38,12 +40,18 @@ from deployments.cli._output import (
 POLL_S = 0.5
 
 
+WRITING_TAIL_CHARS = 400
+
+
 class _View:
-    """The progress bar, and the prompt results printed so far."""
+    """The progress bar, the answer being written, and the prompt results printed so far."""
 
     def __init__(self, execution: dict[str, Any], out: Console) -> None:
         self.out = out
         self.printed = 0
+        self.writing = Text(style="dim")
+        self._writing_key: tuple[int, int] | None = None
+        self._written = ""
         self.progress = Progress(
             SpinnerColumn(),
             TextColumn("[bold]{task.description}"),
@@ -56,19 +64,33 @@ class _View:
         self.task = self.progress.add_task(
             self._description(execution), total=execution["total_prompts"]
         )
+        self.live = Live(Group(self.progress, self.writing), console=out, refresh_per_second=10)
 
     def __enter__(self) -> _View:
-        self.progress.start()
+        self.live.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        self.live.stop()
+
+    def write(self, partial: dict[str, Any]) -> None:
+        """Show agent text as it arrives (`partial` events of the stream)."""
+        key = (int(partial["index"]), int(partial["attempt"]))
+        if key != self._writing_key:
+            if partial["offset"] != 0:
+                return  # joined mid-answer without the start: wait for the next prompt
+            self._writing_key, self._written = key, ""
+        if partial["offset"] == len(self._written):
+            self._written += str(partial["delta"])
+        tail = self._written[-WRITING_TAIL_CHARS:]
+        self.writing.plain = f"  writing… {tail}"
 
     def show(self, execution: dict[str, Any]) -> None:
         results = execution.get("prompt_results") or []
         total = execution["total_prompts"]
         for result in results[self.printed :]:
-            self.progress.console.print(_result_text(result, total))
+            self.live.console.print(_result_text(result, total))
+            self._writing_key, self._written, self.writing.plain = None, "", ""
         self.printed = max(self.printed, len(results))
         done = sum(1 for result in results if result.get("success"))
         self.progress.update(self.task, completed=done, description=self._description(execution))
@@ -119,7 +141,12 @@ def _through_stream(api: ApiClient, execution: dict[str, Any], view: _View) -> d
     the stream is unavailable or closed (the caller then polls)."""
     execution_id = execution["id"]
     try:
-        for event, data in api.events("/api/executions/stream", ids=str(execution_id)):
+        stream = api.events("/api/executions/stream", ids=str(execution_id), partials="true")
+        for event, data in stream:
+            if event == "partial":
+                if isinstance(data, dict) and data.get("id") == execution_id:
+                    view.write(data)
+                continue
             if not _mentions(event, data, execution_id):
                 continue
             execution = api.get(f"/api/executions/{execution_id}")
