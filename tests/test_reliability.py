@@ -160,3 +160,27 @@ def test_idempotency_key_returns_the_same_execution(
     assert second.headers.get("Idempotent-Replayed") == "true"
     wait_for_execution(api, first["execution_id"])
     assert fake_agent.prompts_received().count("once") == 1
+
+
+def test_cancel_in_the_prefect_ui_cancels_the_execution(
+    api: httpx.Client, prefect_api: httpx.Client, fake_agent: DemoAgent, make_task_flow
+):
+    flow = make_task_flow(prompts=["go", "slow [delay=2.5]", "never sent"])
+    started = _run(api, flow["id"])
+    wait_for_execution(
+        api,
+        started["execution_id"],
+        until=lambda e: e["status"] == "running" and e["current_prompt_index"] == 1,
+    )
+    # What the Prefect UI's "Cancel" sends.
+    response = prefect_api.post(
+        f"/flow_runs/{started['flow_run_id']}/set_state",
+        json={"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True},
+    )
+    assert response.status_code in (200, 201), response.text
+    clock = time.monotonic()
+    execution = wait_for_execution(api, started["execution_id"])
+    print(f"Prefect UI cancel: execution cancelled after {time.monotonic() - clock:.2f} s")
+    assert execution["status"] == "cancelled"
+    assert wait_for_flow_run(prefect_api, started["flow_run_id"])["state"]["type"] == "CANCELLED"
+    assert "never sent" not in fake_agent.prompts_received()
