@@ -42,7 +42,7 @@ async def apply_migrations(database_url: str, sql_dir: Path = SQL_DIR) -> list[s
             for path in migration_files(sql_dir):
                 if path.name in done:
                     continue
-                await conn.execute(path.read_text())  # type: ignore[arg-type]
+                await conn.execute(path.read_text())
                 await conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (path.name,))
                 applied_now.append(path.name)
     return applied_now

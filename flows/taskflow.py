@@ -115,12 +115,14 @@ def prompt_task() -> Task[..., Coroutine[Any, Any, dict[str, Any]]]:
     """`run_prompt` with the retry policy from the settings (built once per process)."""
     settings = get_settings()
     delays = [settings.agent_retry_delay_s * 2**n for n in range(max(1, settings.agent_retries))]
-    return run_prompt.with_options(
+    configured = run_prompt.with_options(
         retries=settings.agent_retries,
         retry_delay_seconds=delays,
-        retry_jitter_factor=0.5 if settings.agent_retry_delay_s > 0 else None,
         retry_condition_fn=_retry_if_transient,
     )
+    if settings.agent_retry_delay_s > 0:  # jitter on a zero delay would be meaningless
+        configured = configured.with_options(retry_jitter_factor=0.5)
+    return configured
 
 
 def _failed_result(

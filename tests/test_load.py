@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import psycopg
@@ -19,13 +20,19 @@ pytestmark = pytest.mark.slow
 RUNS = 150
 
 
+def _one(conn: psycopg.Connection, query: str, params: tuple = ()) -> Any:
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return row[0]
+
+
 def test_150_concurrent_runs_complete_with_bounded_connections(
     system: System, api: httpx.Client, fake_agent: DemoAgent, make_task_flow
 ):
     flow = make_task_flow(prompts=["load one [delay=0.2]", "load two [delay=0.2]"])
     with psycopg.connect(system.database_url, autocommit=True) as conn:
-        max_connections = int(conn.execute("SHOW max_connections").fetchone()[0])
-        app_db = conn.execute("SELECT current_database()").fetchone()[0]
+        max_connections = int(_one(conn, "SHOW max_connections"))
+        app_db = str(_one(conn, "SELECT current_database()"))
     # Ours only: the taskflows database and the Prefect server's (same suffix).
     databases = [app_db, app_db.replace("taskflows_test_", "prefect_test_")]
 
@@ -36,9 +43,11 @@ def test_150_concurrent_runs_complete_with_bounded_connections(
         nonlocal peak
         with psycopg.connect(system.database_url, autocommit=True) as conn:
             while not sampling.is_set():
-                count = conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = ANY(%s)", (databases,)
-                ).fetchone()[0]
+                count = _one(
+                    conn,
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = ANY(%s)",
+                    (databases,),
+                )
                 peak = max(peak, int(count))
                 time.sleep(0.2)
 
