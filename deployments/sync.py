@@ -99,21 +99,36 @@ async def _delete_deployment(prefect: PrefectClient, deployment_id: UUID) -> Non
 
 
 async def sync_all(prefect: PrefectClient, task_flows: TaskFlowStore) -> dict[str, Any]:
-    """Bring every deployment in line with `task_flows`; delete deployments of gone flows."""
+    """Bring the deployments in line with `task_flows` (what a worker does at start-up).
+
+    Only what is missing or out of date is written: a deployment per task flow, named after
+    it, with its `flow_id`. A deployment is deleted only when, read again at that moment,
+    its task flow is gone or now has another deployment (a rename): the API creates task
+    flows and their deployments while this runs, and those must survive it.
+    """
     await ensure_work_pool(prefect)
-    synced = 0
-    wanted: set[UUID] = set()
-    for task_flow in await task_flows.list_task_flows():
-        wanted.add(await sync_deployment(prefect, task_flows, task_flow))
-        synced += 1
-    removed = 0
     # Only this pool's: deployments of the flow on other pools (deployments/as_code.py) stay.
     deployments = await prefect.read_deployments(
         flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),
         work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[get_settings().work_pool])),
     )
+    by_id = {deployment.id: deployment for deployment in deployments}
+    synced = 0
+    for task_flow in await task_flows.list_task_flows():
+        current = by_id.get(task_flow["deployment_id"]) if task_flow["deployment_id"] else None
+        if (
+            current is None
+            or current.name != task_flow["call_name"]
+            or current.parameters.get("flow_id") != task_flow["id"]
+            or sorted(current.tags) != sorted(deployment_tags(task_flow))
+        ):
+            await sync_deployment(prefect, task_flows, task_flow)
+            synced += 1
+    removed = 0
     for deployment in deployments:
-        if deployment.id not in wanted:
+        flow_id = deployment.parameters.get("flow_id")
+        owner = await task_flows.find_task_flow(flow_id) if isinstance(flow_id, int) else None
+        if owner is None or owner["deployment_id"] not in (None, deployment.id):
             await _delete_deployment(prefect, deployment.id)
             removed += 1
     return {"synced": synced, "removed": removed}

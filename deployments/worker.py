@@ -93,12 +93,11 @@ class Worker:
             self._client = client
             await ensure_work_pool(client, self.settings.work_pool)
             await self._heartbeat()
-            try:
-                summary = await sync_all(client, TaskFlowStore(runtime.pool))
-                logger.info("Deployments in sync: %s", summary)
-            except Exception:
-                logger.exception("Could not sync deployments at start-up; will run anyway")
+            # In the background: a large install has many deployments to check, and runs
+            # must not wait for that.
+            sync = asyncio.create_task(self._sync_deployments(runtime.pool), name="sync")
             loops = [
+                sync,
                 asyncio.create_task(self._listen(), name="listen"),
                 asyncio.create_task(self._every(HEARTBEAT_S, self._heartbeat), name="heartbeat"),
                 asyncio.create_task(
@@ -118,6 +117,13 @@ class Worker:
                 await self._wind_down()
                 self._client = None
         await close_runtime()
+
+    async def _sync_deployments(self, pool: Any) -> None:
+        try:
+            summary = await sync_all(self.client, TaskFlowStore(pool))
+            logger.info("Deployments in sync: %s", summary)
+        except Exception:
+            logger.exception("Could not sync deployments at start-up; will run anyway")
 
     async def _every(self, period: float, action: Any) -> None:
         while not self._stopping.is_set():
