@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from uuid import UUID
 
 import httpx
 from prefect.client.orchestration import PrefectClient
@@ -81,7 +80,7 @@ async def launch_execution(
         )
         raise
     await executions.set_flow_run(execution["id"], flow_run.id)
-    await wake_workers(pool, flow_run.id)
+    await wake_workers(pool, flow_run)
     return {**execution, "flow_run_id": flow_run.id}
 
 
@@ -103,6 +102,15 @@ async def _create_flow_run(
     return await prefect.create_flow_run_from_deployment(deployment_id, **arguments)
 
 
-async def wake_workers(pool: Pool, flow_run_id: UUID) -> None:
+# NOTIFY payloads must stay under 8,000 bytes.
+_MAX_PAYLOAD = 7_900
+
+
+async def wake_workers(pool: Pool, flow_run: FlowRun) -> None:
+    """Announce the new flow run; with the whole flow run in the payload, a worker claims it
+    without first asking Prefect which runs are scheduled (one round trip less)."""
+    payload = flow_run.model_dump_json()
+    if len(payload.encode()) > _MAX_PAYLOAD:
+        payload = str(flow_run.id)
     async with pool.connection() as conn:
-        await conn.execute("SELECT pg_notify(%s, %s)", (WAKEUP_CHANNEL, str(flow_run_id)))
+        await conn.execute("SELECT pg_notify(%s, %s)", (WAKEUP_CHANNEL, payload))

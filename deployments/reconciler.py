@@ -60,10 +60,7 @@ async def reconcile_once(pool: Pool, prefect: PrefectClient, settings: Settings)
     settled = [e for e in await executions.list_active_executions() if now - e["queued_at"] > GRACE]
     with_runs = {e["flow_run_id"]: e for e in settled if e["flow_run_id"] is not None}
     if with_runs:
-        flow_runs = await prefect.read_flow_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(with_runs)))
-        )
-        found = {flow_run.id: flow_run for flow_run in flow_runs}
+        found = await _read_flow_runs(prefect, list(with_runs))
         for flow_run_id, execution in with_runs.items():
             flow_run = found.get(flow_run_id)
             if flow_run is None:
@@ -82,6 +79,22 @@ async def reconcile_once(pool: Pool, prefect: PrefectClient, settings: Settings)
         ):
             counts["never_started"] += 1
     return counts
+
+
+# The Prefect API answers at most this many flow runs per request (PREFECT_API_DEFAULT_LIMIT):
+# ask in pages, or every run past the first page would look deleted.
+_PAGE = 200
+
+
+async def _read_flow_runs(prefect: PrefectClient, ids: list[Any]) -> dict[Any, Any]:
+    found: dict[Any, Any] = {}
+    for start in range(0, len(ids), _PAGE):
+        page = ids[start : start + _PAGE]
+        flow_runs = await prefect.read_flow_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=page)), limit=len(page)
+        )
+        found.update({flow_run.id: flow_run for flow_run in flow_runs})
+    return found
 
 
 async def _crash_flow_run(prefect: PrefectClient, execution: dict[str, Any], message: str) -> None:

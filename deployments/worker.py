@@ -217,12 +217,13 @@ class Worker:
 
     async def _execute(self, flow_run: FlowRun) -> None:
         try:
-            await run_flow_async(
-                run_task_flow,
-                flow_run=flow_run,
-                parameters=flow_run.parameters,
-                return_type="state",
-            )
+            with engine_patches.shared_client(self.client):
+                await run_flow_async(
+                    run_task_flow,
+                    flow_run=flow_run,
+                    parameters=flow_run.parameters,
+                    return_type="state",
+                )
         except asyncio.CancelledError:
             # Only when a run ignored its cancel request past the grace period.
             await self._force_cancelled(flow_run.id)
