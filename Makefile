@@ -10,6 +10,7 @@ UV := .tools/uv-pkg/bin/uv
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 # mypy refuses a directory without Python files (bench/ before it is written).
 LINT_DIRS := $(foreach dir,flows api deployments tests bench,$(if $(wildcard $(dir)/*.py),$(dir)))
 
@@ -50,8 +51,13 @@ lint: bootstrap
 	$(VENV)/bin/ruff check $(LINT_DIRS)
 	$(VENV)/bin/mypy $(LINT_DIRS)
 
+# The API figures need wrk (Debian's package); install it like chromium when we can.
 bench: bootstrap
-	$(PYTHON) -m bench
+	@if ! command -v wrk >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null) \
+			|| echo "warning: could not install wrk; the API figures will show n/a" >&2; \
+	fi
+	$(PYTHON) -m bench $(BENCH_ARGS)
 
 # Caches and logs only: .data/pg (your database), .venv and .tools stay.
 clean:

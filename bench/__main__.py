@@ -1,0 +1,230 @@
+"""`python -m bench`: start the system, measure every figure next to its baseline, print one
+table (and write it to bench/results/latest.md).
+
+Options: `--quick` (small counts, a smoke run), `--only launch,api` (some figure groups),
+`--repeat N` (repeats of the noisy figures: launch, the 20-prompt overhead, progress).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from types import FrameType
+
+import psycopg
+
+from bench import burst, launch, overhead, progress, throughput
+from bench.baseline_client import start_baseline
+from bench.stats import Row, render
+from bench.system import System, connect, settle, start_system
+from bench.system import progress as say
+from deployments.postgres import EmbeddedPostgresError
+from deployments.processes import ChildFailed
+
+# The burst (and its RSS sample) runs before the 50 KB answers inflate the worker's heap.
+GROUPS = ("launch", "burst", "progress", "overhead", "api")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small counts: a smoke run")
+    parser.add_argument(
+        "--only", default="", help=f"comma-separated figure groups out of {', '.join(GROUPS)}"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=None, help="repeats of the noisy figures (default 3; quick 1)"
+    )
+    parser.add_argument("--output", type=Path, default=RESULTS / "latest.md")
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="log the API's and the worker's HTTP and SQL calls; write a launch trace "
+        "(timings with tracing on are a little slower)",
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="add to the worker's and the API's environment, e.g. to try a Prefect setting "
+        "(repeatable; named in the table's header)",
+    )
+    args = parser.parse_args(argv)
+    args.extra_env = {}
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--env wants KEY=VALUE, got {item!r}")
+        args.extra_env[key] = value
+    args.groups = [g.strip() for g in args.only.split(",") if g.strip()] or list(GROUPS)
+    unknown = set(args.groups) - set(GROUPS)
+    if unknown:
+        parser.error(
+            f"unknown figure group(s) {', '.join(sorted(unknown))}; pick from {', '.join(GROUPS)}"
+        )
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 3
+    if not 1 <= args.repeat <= 20:
+        parser.error("--repeat must be between 1 and 20")
+    return args
+
+
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def _machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        mem_kb = next(
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        )
+        memory = f"{mem_kb / 1024 / 1024:.1f} GiB RAM"
+    except (OSError, StopIteration, ValueError):
+        memory = "unknown RAM"
+    return f"{os.cpu_count()} cores ({model}), {memory}, {platform.system()} {platform.release()}"
+
+
+async def _run(system: System, args: argparse.Namespace, busy: list[str]) -> list[Row]:
+    quick, repeat = args.quick, args.repeat
+    conn = await connect(system)
+    try:
+        baseline = await start_baseline(system, conn)
+    finally:
+        await conn.close()
+    plan: dict[str, Callable[[], Awaitable[list[Row]]]] = {
+        "launch": lambda: launch.measure(
+            system,
+            baseline,
+            runs=5 if quick else 30,
+            repeat=repeat,
+            warmup=1 if quick else 3,
+            trace_dir=system.trace_dir,
+        ),
+        "overhead": lambda: overhead.measure(
+            system, baseline, short=20, long=30 if quick else 200, repeat=repeat
+        ),
+        "progress": lambda: progress.measure(
+            system, baseline, prompts=5 if quick else 20, repeat=repeat
+        ),
+        "burst": lambda: burst.measure(
+            system,
+            baseline,
+            burst=20 if quick else 50,
+            sustained=40 if quick else 500,
+            sustained_timeout=120 if quick else 900,
+        ),
+        "api": lambda: throughput.measure(
+            system,
+            history=1000 if quick else 10_000,
+            seconds=3 if quick else 10,
+            connections=20,
+        ),
+    }
+    rows: list[Row] = []
+    for group in GROUPS:
+        if group not in args.groups:
+            continue
+        if not await settle():
+            busy.append(group)
+            say(f"the machine is busy with other work; measuring {group} anyway")
+        say(f"measuring {group}")
+        started = time.monotonic()
+        try:
+            rows.extend(await plan[group]())
+        except Exception as exc:  # one broken figure must not hide the others
+            traceback.print_exc()
+            rows.append(
+                Row(f"{group}: could not measure", "-", "error", "-", False, f"{exc!r}"[:200])
+            )
+        say(f"{group} took {time.monotonic() - started:.0f} s")
+        system.agent.log.clear()
+        system.agent.demo.requests.clear()
+        if not system.worker.running():
+            rows.append(
+                Row("worker process", "alive", "DIED", "-", False, system.worker.log_tail(5))
+            )
+            break
+    return rows
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _still_stopping(signum: int, frame: FrameType | None) -> None:
+    print("bench: still stopping, please wait", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    stamp = datetime.now(UTC)
+    log_dir = RESULTS / "logs" / stamp.strftime("%Y%m%d-%H%M%S")
+    load_start = _load()
+    say(f"{os.cpu_count()} cores, load average {load_start}; logs in {log_dir}")
+    rows: list[Row] = []
+    busy: list[str] = []
+    database = "DATABASE_URL's server" if os.environ.get("DATABASE_URL") else "embedded"
+    try:
+        trace_dir = log_dir / "trace" if args.trace else None
+        with start_system(log_dir, trace_dir, args.extra_env) as system:
+            try:
+                rows = asyncio.run(_run(system, args, busy))
+            finally:
+                # A second Ctrl-C must not cut the shutdown short and leave processes behind.
+                signal.signal(signal.SIGINT, _still_stopping)
+                signal.signal(signal.SIGTERM, _still_stopping)
+    except KeyboardInterrupt:
+        say("interrupted; everything it started is stopped")
+        return 130
+    except (ChildFailed, EmbeddedPostgresError, psycopg.Error) as exc:
+        say(f"could not start the system: {exc}")
+        return 1
+    load_end = _load()
+    header = [
+        f"taskflows bench, {stamp.strftime('%Y-%m-%d %H:%M UTC')}"
+        + (" (--quick: small counts, not comparable)" if args.quick else ""),
+        f"machine: {_machine()}",
+        f"cores: {os.cpu_count()}; load average (1/5/15 min) at start {load_start}, "
+        f"at end {load_end}",
+        f"PostgreSQL: {database}; Prefect {version('prefect')}; "
+        f"Python {platform.python_version()}; repeats of noisy figures: {args.repeat}",
+    ]
+    if args.extra_env:
+        header.append("worker and API environment: " + " ".join(args.env))
+    if busy:
+        header.append(
+            "WARNING: other work kept the machine busy before: "
+            + ", ".join(busy)
+            + " (figures noisier than they should be)"
+        )
+    table = render(rows)
+    text = "\n".join(header) + "\n\n" + table + "\n"
+    print(text, flush=True)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+    say(f"table written to {args.output}")
+    return 0 if rows else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

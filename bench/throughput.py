@@ -1,0 +1,323 @@
+"""API throughput with 10,000 executions in the table: wrk, 20 connections, 10 s each, on
+`/api/executions/active` (idle, and with 10 runs in flight), `/recent?limit=20` and
+`/{id}` (random ids): requests per second, p50 and p99 latency.
+
+The history is inserted with SQL (a few prompts each, answers of a few hundred bytes to a
+couple of KB). The 10 runs in flight are real runs whose prompt takes 60 s; they are
+cancelled afterwards. Baseline: the same endpoints as a bare ASGI app on the same uvicorn
+and pool size (bench/baseline_api.py). Target: the old Express server on the same kind of
+machine, and p99 <= 25 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sys
+import time
+import uuid
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from bench.stats import Row, fmt
+from bench.system import (
+    FINAL,
+    System,
+    api_client,
+    connect,
+    create_flow,
+    post_run,
+    progress,
+    settle,
+    wait_final,
+)
+from deployments.processes import Child
+from flows.settings import PROJECT_ROOT
+from tests.fake_agent import free_port
+
+SCRIPT = Path(__file__).with_name("wrk_report.lua")
+P99_TARGET_MS = 25.0
+EXPRESS = {"active": 2880, "recent": 2011, "id": 2500}
+
+HISTORY_SQL = """
+INSERT INTO flow_executions
+    (flow_id, status, current_prompt_index, total_prompts, queued_at, started_at, completed_at,
+     error, prompt_results, flow_run_id, call_name, agent, prompts, trigger, updated_at)
+SELECT
+    1000000 + g %% 50,
+    s.status,
+    CASE WHEN s.status = 'completed' THEN s.n ELSE s.n - 1 END,
+    s.n,
+    s.t, s.t + interval '1 second', s.t + (s.n * 3) * interval '1 second',
+    CASE WHEN s.status = 'failed'
+         THEN 'Prompt ' || s.n || ' of ' || s.n || ' failed: The agent answered HTTP 500'
+         WHEN s.status = 'cancelled' THEN 'The run was cancelled.' END,
+    (SELECT jsonb_agg(jsonb_build_object(
+        'index', i,
+        'prompt', 'Step ' || (i + 1) || ': summarise the findings of part ' || g,
+        'success', true,
+        'response', repeat('The agent answered with a reasonably long paragraph. ',
+                           5 + (g * 7 + i * 13) %% 35),
+        'error', null,
+        'started_at', s.t + (i * 3) * interval '1 second',
+        'finished_at', s.t + (i * 3 + 2) * interval '1 second',
+        'duration_ms', 2000 + (g %% 997),
+        'attempts', 1,
+        'usage', jsonb_build_object('prompt_tokens', 40, 'completion_tokens', 200,
+                                    'total_tokens', 240)))
+     FROM generate_series(0, s.n - 1) AS i),
+    gen_random_uuid(),
+    'history-' || (g %% 50),
+    'default',
+    (SELECT jsonb_agg('Step ' || (i + 1) || ': summarise the findings of part ' || g)
+     FROM generate_series(0, s.n - 1) AS i),
+    'api',
+    s.t + (s.n * 3) * interval '1 second'
+FROM generate_series(1, %(count)s) AS g,
+LATERAL (SELECT 3 + g %% 3 AS n,
+                CASE WHEN g %% 50 = 0 THEN 'failed' WHEN g %% 97 = 0 THEN 'cancelled'
+                     ELSE 'completed' END AS status,
+                now() - (%(count)s - g) * interval '1 minute' AS t) AS s
+RETURNING id
+"""
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+    bytes: int
+
+    def text(self) -> str:
+        errors = f", {self.errors} errors" if self.errors else ""
+        return (
+            f"{fmt(self.rps, ' req/s')}; p50 {self.p50_ms:.1f} / p99 {self.p99_ms:.1f} ms{errors}"
+        )
+
+
+async def _wrk(url: str, seconds: int, connections: int, args: list[str]) -> WrkResult:
+    command = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(SCRIPT),
+        url,
+    ]
+    if args:
+        command += ["--", *args]
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=seconds + 30)
+    finally:
+        if process.returncode is None:
+            with suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+    text = output.decode(errors="replace")
+    for line in text.splitlines():
+        if line.startswith("WRK_JSON "):
+            data = json.loads(line[len("WRK_JSON ") :])
+            errors = sum(
+                data[k]
+                for k in (
+                    "connect_errors",
+                    "read_errors",
+                    "write_errors",
+                    "status_errors",
+                    "timeouts",
+                )
+            )
+            return WrkResult(
+                rps=data["requests"] / (data["duration_us"] / 1e6),
+                p50_ms=data["p50_us"] / 1000,
+                p99_ms=data["p99_us"] / 1000,
+                errors=errors,
+                requests=data["requests"],
+                bytes=data["bytes"],
+            )
+    raise RuntimeError(f"wrk gave no summary: {text[-500:]}")
+
+
+def _start_baseline_api(system: System) -> tuple[Child, str]:
+    port = free_port()
+    child = system.supervisor.start(
+        "baseline-api",
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.baseline_api:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env={"DATABASE_URL": system.database_url},
+        cwd=PROJECT_ROOT,
+        ready_url=f"http://127.0.0.1:{port}/healthz",
+        ready_timeout=30,
+    )
+    return child, f"http://127.0.0.1:{port}"
+
+
+async def _insert_history(system: System, count: int) -> tuple[int, int]:
+    conn = await connect(system)
+    try:
+        cursor = await conn.execute(HISTORY_SQL, {"count": count})
+        ids = [row["id"] for row in await cursor.fetchall()]
+        await conn.execute("ANALYZE flow_executions")
+        return min(ids), max(ids)
+    finally:
+        await conn.close()
+
+
+async def _count(system: System, sql: str) -> int:
+    conn = await connect(system)
+    try:
+        cursor = await conn.execute(sql)
+        row = await cursor.fetchone()
+        return int(next(iter(row.values()))) if row else 0
+    finally:
+        await conn.close()
+
+
+async def _start_long_runs(system: System, count: int) -> list[int]:
+    async with api_client(system) as client:
+        flow_id = await create_flow(
+            client, "long", [f"bench long-{uuid.uuid4().hex[:6]} [delay=60]"]
+        )
+        ids = [(await post_run(client, flow_id)).execution_id for _ in range(count)]
+    conn = await connect(system)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            cursor = await conn.execute(
+                "SELECT count(*) AS n FROM flow_executions"
+                " WHERE id = ANY(%s) AND status = 'running'",
+                (ids,),
+            )
+            row = await cursor.fetchone()
+            if row and row["n"] == count:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+    return ids
+
+
+async def _cancel(system: System, ids: list[int]) -> str:
+    """Cancel the long runs (the API's cancel if it has one, else through Prefect)."""
+    how = "POST /api/executions/{id}/cancel"
+    conn = await connect(system)
+    try:
+        async with (
+            api_client(system) as client,
+            httpx.AsyncClient(
+                base_url=system.prefect_api_url, timeout=30, trust_env=False
+            ) as prefect,
+        ):
+            for execution_id in ids:
+                response = await client.post(f"/api/executions/{execution_id}/cancel")
+                if response.status_code in (404, 405):
+                    how = "Prefect state Cancelling"
+                    cursor = await conn.execute(
+                        "SELECT flow_run_id FROM flow_executions WHERE id = %s", (execution_id,)
+                    )
+                    row = await cursor.fetchone()
+                    if row and row["flow_run_id"]:
+                        await prefect.post(
+                            f"/flow_runs/{row['flow_run_id']}/set_state",
+                            json={
+                                "state": {"type": "CANCELLING", "name": "Cancelling"},
+                                "force": True,
+                            },
+                        )
+        rows = await wait_final(conn, ids, timeout=60, interval=0.2)
+        ended = sum(r["status"] in FINAL for r in rows.values())
+        return f"cancelled with {how}: {ended}/{len(ids)} ended"
+    finally:
+        await conn.close()
+
+
+async def measure(system: System, *, history: int, seconds: int, connections: int) -> list[Row]:
+    if shutil.which("wrk") is None:
+        missing = "wrk is not installed (apt-get install wrk)"
+        return [Row("API throughput", "-", "n/a", "n/a", None, missing)]
+    progress(f"inserting {history:,} executions")
+    lowest, highest = await _insert_history(system, history)
+    total = await _count(system, "SELECT count(*) FROM flow_executions")
+    _, base_url = _start_baseline_api(system)
+    rows: list[Row] = []
+
+    async def pair(label: str, path: str, target: int, args: list[str], note: str = "") -> None:
+        await settle(timeout=10)
+        progress(f"wrk {path}")
+        ours = await _wrk(system.api_url + path, seconds, connections, args)
+        await settle(timeout=10)
+        base = await _wrk(base_url + path, seconds, connections, args)
+        await asyncio.sleep(1)
+        met = ours.rps >= target and ours.p99_ms <= P99_TARGET_MS and ours.errors == 0
+        size = ours.bytes / max(ours.requests, 1) / 1024
+        note = f"{note}; " if note else ""
+        note += f"{size:.1f} KB per response"
+        rows.append(
+            Row(
+                f"API {label}",
+                f">= {target:,} req/s, p99 <= 25 ms",
+                ours.text(),
+                base.text(),
+                met,
+                note,
+            )
+        )
+
+    active = await _count(
+        system, "SELECT count(*) FROM flow_executions WHERE status IN ('queued', 'running')"
+    )
+    await pair(
+        "/executions/active (idle)",
+        "/api/executions/active",
+        EXPRESS["active"],
+        [],
+        f"{total:,} rows, {active} active",
+    )
+    await pair(
+        "/executions/recent?limit=20", "/api/executions/recent?limit=20", EXPRESS["recent"], []
+    )
+    await pair(
+        "/executions/{id} (random ids)",
+        "/api/executions/1",
+        EXPRESS["id"],
+        [str(lowest), str(highest)],
+    )
+    long_runs = await _start_long_runs(system, 10)
+    try:
+        running = await _count(
+            system, "SELECT count(*) FROM flow_executions WHERE status = 'running'"
+        )
+        await pair(
+            "/executions/active (10 running)",
+            "/api/executions/active",
+            EXPRESS["active"],
+            [],
+            f"{running} running during the test",
+        )
+    finally:
+        note = await _cancel(system, long_runs)
+        rows[-1].note += f"; {note}" if rows and rows[-1].figure.endswith("running)") else ""
+    return rows
