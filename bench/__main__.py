@@ -23,7 +23,7 @@ from types import FrameType
 
 import psycopg
 
-from bench import burst, launch, overhead, progress, throughput
+from bench import burst, launch, live_output, overhead, progress, throughput
 from bench.baseline_client import start_baseline
 from bench.stats import Row, render
 from bench.system import System, connect, settle, start_system
@@ -32,7 +32,7 @@ from deployments.postgres import EmbeddedPostgresError
 from deployments.processes import ChildFailed
 
 # The burst (and its RSS sample) runs before the 50 KB answers inflate the worker's heap.
-GROUPS = ("launch", "burst", "progress", "overhead", "api")
+GROUPS = ("launch", "burst", "progress", "live", "overhead", "api")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -125,6 +125,7 @@ async def _run(system: System, args: argparse.Namespace, busy: list[str]) -> lis
         "progress": lambda: progress.measure(
             system, baseline, prompts=5 if quick else 20, repeat=repeat
         ),
+        "live": lambda: live_output.measure(system, runs=2 if quick else 5, prompts=5),
         "burst": lambda: burst.measure(
             system,
             baseline,

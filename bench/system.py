@@ -208,12 +208,14 @@ async def connect(system: System) -> psycopg.AsyncConnection[Row]:
     )
 
 
-async def create_flow(client: httpx.AsyncClient, name: str, prompts: list[str]) -> int:
+async def create_flow(
+    client: httpx.AsyncClient, name: str, prompts: list[str], *, agent: str | None = None
+) -> int:
     """Create a task flow (and its Prefect deployment) through the API; return its id."""
-    response = await client.post(
-        "/api/task_flows",
-        json={"call_name": f"bench-{name}-{uuid.uuid4().hex[:6]}", "prompts": prompts},
-    )
+    body: dict[str, Any] = {"call_name": f"bench-{name}-{uuid.uuid4().hex[:6]}", "prompts": prompts}
+    if agent is not None:
+        body["agent"] = agent
+    response = await client.post("/api/task_flows", json=body)
     if response.status_code not in (200, 201):
         raise RuntimeError(f"creating a task flow failed: {response.status_code} {response.text}")
     return int(response.json()["id"])
