@@ -28,7 +28,14 @@ from psycopg.rows import dict_row
 
 from bench.agent import FakeAgent, serve_agent
 from deployments.postgres import EmbeddedPostgres, ensure_databases, prefect_database_url
-from deployments.processes import Child, Supervisor, prefect_env, start_prefect_server
+from deployments.processes import (
+    Child,
+    Supervisor,
+    api_argv,
+    prefect_env,
+    start_prefect_server,
+    worker_argv,
+)
 from flows.settings import PROJECT_ROOT
 from tests.fake_agent import free_port
 
@@ -119,23 +126,14 @@ def start_system(
             progress("starting the worker and the API")
             worker = supervisor.start(
                 "worker",
-                [sys.executable, "-m", "deployments.worker"],
+                worker_argv(),
                 env={**env, **_trace_env(trace_dir, "worker", env)},
                 cwd=PROJECT_ROOT,
             )
             api_url = f"http://127.0.0.1:{api_port}"
             supervisor.start(
                 "api",
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "api.app:app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(api_port),
-                ],
+                api_argv(api_port),
                 env={**env, **_trace_env(trace_dir, "api", env)},
                 cwd=PROJECT_ROOT,
                 ready_url=f"{api_url}/healthz",  # 200 once the worker is online too

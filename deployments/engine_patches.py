@@ -1,8 +1,9 @@
 """The one place where taskflows bends Prefect's engine to run many flow runs in one process.
 
 Prefect 3.9.1 (pinned exactly in pyproject.toml) assumes one flow run per process. Each
-change below is checked by tests (tests/test_crashes.py, tests/test_worker_engine.py, and the worker tests) and
-its effect measured by `make bench` (see README "Performance"):
+change below is checked by tests (tests/test_crashes.py, tests/test_worker_engine.py, and
+every test that runs a flow through the worker) and its effect measured by `make bench`
+(see README "Performance"):
 
 - `capture_sigterm` installs a process-wide SIGTERM handler per run, so a SIGTERM meant for
   the worker would become a crash of whichever run installed it last, and the worker

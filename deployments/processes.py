@@ -191,6 +191,16 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+def api_argv(port: int, host: str = "127.0.0.1") -> list[str]:
+    """The command that serves the API (and page) on `host:port`."""
+    return [sys.executable, "-m", "uvicorn", "api.app:app", "--host", host, "--port", str(port)]
+
+
+def worker_argv() -> list[str]:
+    """The command that runs a taskflows worker."""
+    return [sys.executable, "-m", "deployments.worker"]
+
+
 def prefect_env(api_url: str, *, home: Path | None = None) -> dict[str, str]:
     """The environment every taskflows process needs to talk to the Prefect server."""
     return {

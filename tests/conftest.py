@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 import time
 import uuid
@@ -26,7 +25,14 @@ import pytest
 
 from deployments.demo_agent import AgentBehaviour, DemoAgent
 from deployments.postgres import EmbeddedPostgres, ensure_databases, prefect_database_url
-from deployments.processes import Child, Supervisor, prefect_env, start_prefect_server
+from deployments.processes import (
+    Child,
+    Supervisor,
+    api_argv,
+    prefect_env,
+    start_prefect_server,
+    worker_argv,
+)
 from tests.fake_agent import free_port, serve_fake_agent
 
 FINAL = ("completed", "failed", "cancelled")
@@ -52,9 +58,7 @@ class System:
 
     def start_worker(self) -> Child:
         """Start another worker process (a replacement after a kill, or a second one)."""
-        return self.supervisor.start(
-            "worker", [sys.executable, "-m", "deployments.worker"], env=self.env
-        )
+        return self.supervisor.start("worker", worker_argv(), env=self.env)
 
 
 def _with_database(url: str, database: str) -> str:
@@ -121,26 +125,23 @@ def system(
                 "PYTHONUNBUFFERED": "1",
             }
             _apply_migrations(database_url)
-            supervisor.start("worker", [sys.executable, "-m", "deployments.worker"], env=env)
+            supervisor.start("worker", worker_argv(), env=env)
             api_url = f"http://127.0.0.1:{api_port}"
             supervisor.start(
                 "api",
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "api.app:app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(api_port),
-                ],
+                api_argv(api_port),
                 env=env,
                 ready_url=f"{api_url}/healthz",
                 ready_timeout=90,
             )
             yield System(
-                database_url, prefect_api_url, api_url, agent, agent_url, supervisor, env,
+                database_url,
+                prefect_api_url,
+                api_url,
+                agent,
+                agent_url,
+                supervisor,
+                env,
                 embedded,
             )
     finally:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
 
+from deployments.processes import api_argv
 from tests.conftest import System
 from tests.fake_agent import free_port
 
@@ -29,16 +29,7 @@ def guarded_api(system: System) -> Iterator[tuple[httpx.Client, System, str]]:
     port = free_port()
     child = system.supervisor.start(
         "api-guarded",
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "api.app:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        api_argv(port),
         env={
             **system.env,
             "DATABASE_URL": url_with_password,

@@ -4,6 +4,7 @@ process's SIGTERM handling to the worker (the behaviour itself: tests/test_crash
 from __future__ import annotations
 
 import signal
+import uuid
 
 import prefect
 import pytest
@@ -23,5 +24,5 @@ def test_a_patched_engine_installs_no_sigterm_handler() -> None:
     before = signal.getsignal(signal.SIGTERM)
     with prefect.flow_engine.capture_sigterm():
         assert signal.getsignal(signal.SIGTERM) is before
-    with prefect.flow_engine.observe_flow_run_suspension("any-run", object()):
+    with prefect.flow_engine.observe_flow_run_suspension(uuid.uuid4(), None):  # type: ignore[arg-type]
         pass  # no observer thread, nothing to wait for
