@@ -85,7 +85,8 @@ def _directives(prompt: str) -> dict[str, str]:
 def _answer(prompt: str, messages: list[dict[str, Any]], size: int | None) -> str:
     memory_note = ""
     if messages and messages[0].get("role") == "system":
-        memory_note = f" (with {str(messages[0]['content']).count(chr(10) + '- ') + 1} memories)"
+        count = str(messages[0]["content"]).count("\n- ")  # one "- " line per memory
+        memory_note = f" (with {count} {'memory' if count == 1 else 'memories'})"
     text = f"Echo{memory_note}: {_DIRECTIVE.sub('', prompt).strip()}"
     if size and size > len(text):
         text += " " + "x" * (size - len(text) - 1)

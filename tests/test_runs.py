@@ -147,6 +147,8 @@ def test_memories_reach_the_agent_as_one_system_message(
         assert messages[0]["role"] == "system"
         assert "The user prefers metric units." in messages[0]["content"]
         assert messages[-1] == {"role": "user", "content": "How far is the moon?"}
+        answer = api.get(f"/api/executions/{execution_id}").json()["prompt_results"][0]
+        assert answer["response"] == "Echo (with 1 memory): How far is the moon?"
     finally:
         api.delete(f"/api/memories/{memory.json()['id']}")
 
