@@ -38,14 +38,13 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import datetime
 from types import FrameType
 from typing import Any
-from uuid import UUID
 
 import psycopg
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from api.schemas import ExecutionCore
 from flows.database import Pool
 from flows.execution_store import ACTIVE_STATUSES
 from flows.partials import CHANNEL as PARTIALS_CHANNEL
@@ -61,7 +60,8 @@ LIVENESS_CHECK_S = 30.0
 
 _SUMMARY_SQL = """
     SELECT id, flow_id, status, current_prompt_index, total_prompts, started_at, completed_at,
-           error, flow_run_id, call_name, agent, trigger, retry_of, queued_at, updated_at,
+           error, flow_run_id, call_name, agent, trigger, retry_of, attempts, worker_name,
+           queued_at, updated_at,
            left(prompts ->> current_prompt_index, %(preview)s) AS current_prompt,
            jsonb_array_length(prompt_results) AS results_count,
            prompt_results -> -1 AS last_result
@@ -71,27 +71,11 @@ _SUMMARY_SQL = """
 """
 
 
-class ExecutionSummary(BaseModel):
+class ExecutionSummary(ExecutionCore):
     """An execution as the stream sends it: the execution object of `GET
     /api/executions/{id}` without `prompts` and `prompt_results` (which grow with every
     prompt), plus what a live view needs from them."""
 
-    id: int
-    flow_id: int
-    status: str = Field(description="queued, running, completed, failed or cancelled")
-    current_prompt_index: int = Field(description="0-based index of the prompt being run")
-    total_prompts: int
-    started_at: datetime
-    completed_at: datetime | None
-    error: str | None
-    flow_run_id: UUID | None
-    call_name: str
-    agent: str
-    trigger: str
-    retry_of: int | None
-    queued_at: datetime
-    updated_at: datetime
-    prefect_url: str | None = Field(description="The flow run in the Prefect UI")
     current_prompt: str | None = Field(
         description="The prompt at current_prompt_index (cut to 2,000 characters)"
     )

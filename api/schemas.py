@@ -166,8 +166,8 @@ class PartialResponse(BaseModel):
     text: str
 
 
-class ExecutionOut(BaseModel):
-    """One run of a task flow, as mirrored in `flow_executions`."""
+class ExecutionCore(BaseModel):
+    """The fields of an execution that every view of it carries (the API and the stream)."""
 
     id: int
     flow_id: int
@@ -177,11 +177,9 @@ class ExecutionOut(BaseModel):
     started_at: datetime
     completed_at: datetime | None
     error: str | None
-    prompt_results: list[dict[str, Any]]
     flow_run_id: UUID | None
     call_name: str
     agent: str
-    prompts: list[str]
     trigger: str
     retry_of: int | None
     attempts: int = Field(default=0, description="How many times this execution was started")
@@ -189,6 +187,13 @@ class ExecutionOut(BaseModel):
     queued_at: datetime
     updated_at: datetime
     prefect_url: str | None = Field(description="The flow run in the Prefect UI")
+
+
+class ExecutionOut(ExecutionCore):
+    """One run of a task flow, as mirrored in `flow_executions`."""
+
+    prompts: list[str]
+    prompt_results: list[dict[str, Any]]
     partial_response: PartialResponse | None = Field(
         default=None,
         description="GET /api/executions/{id} only: the answer to the prompt in flight, as "

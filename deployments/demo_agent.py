@@ -204,7 +204,7 @@ async def _chunks(
     words = re.findall(r"\S+\s*", content) or [content]
     pieces = ["".join(words[i : i + 3]) for i in range(0, len(words), 3)]
 
-    def chunk(delta: dict[str, str], finish: str | None = None) -> str:
+    def event(**fields: Any) -> str:
         return (
             "data: "
             + json.dumps(
@@ -213,11 +213,14 @@ async def _chunks(
                     "object": "chat.completion.chunk",
                     "created": int(time.time()),
                     "model": received.model,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                    **fields,
                 }
             )
             + "\n\n"
         )
+
+    def chunk(delta: dict[str, str], finish: str | None = None) -> str:
+        return event(choices=[{"index": 0, "delta": delta, "finish_reason": finish}])
 
     yield chunk({"role": "assistant", "content": ""})
     for number, piece in enumerate(pieces):
@@ -230,20 +233,7 @@ async def _chunks(
             await asyncio.Event().wait()
     yield chunk({}, finish="stop")
     if usage is not None:
-        yield (
-            "data: "
-            + json.dumps(
-                {
-                    "id": "chatcmpl-demo",
-                    "object": "chat.completion.chunk",
-                    "created": int(time.time()),
-                    "model": received.model,
-                    "choices": [],
-                    "usage": usage,
-                }
-            )
-            + "\n\n"
-        )
+        yield event(choices=[], usage=usage)
     yield "data: [DONE]\n\n"
 
 
