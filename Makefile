@@ -12,7 +12,7 @@ PYTHON := $(VENV)/bin/python
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 # mypy refuses a directory without Python files (bench/ before it is written).
-LINT_DIRS := $(foreach dir,flows api deployments tests bench,$(if $(wildcard $(dir)/*.py),$(dir)))
+LINT_DIRS := $(foreach dir,flows api deployments worker stack cli sql tests bench,$(if $(wildcard $(dir)/*.py),$(dir)))
 
 # Never download a Python: use the machine's. No telemetry from Prefect or anything else.
 export UV_PYTHON_DOWNLOADS := never
@@ -30,7 +30,7 @@ bootstrap:
 	@if [ -f uv.lock ]; then $(UV) sync --frozen --quiet; else $(UV) sync --quiet; fi
 
 up: bootstrap
-	$(PYTHON) -m deployments.up
+	$(PYTHON) -m stack.up
 
 # The browser tests drive Debian's chromium; without it they are skipped, not failed.
 browser:

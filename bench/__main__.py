@@ -28,8 +28,8 @@ from bench.baseline_client import start_baseline
 from bench.stats import Row, render
 from bench.system import System, connect, settle, start_system
 from bench.system import progress as say
-from deployments.postgres import EmbeddedPostgresError
-from deployments.processes import ChildFailed
+from stack.embedded_postgres import EmbeddedPostgresError
+from stack.processes import ChildFailed
 
 # The burst (and its RSS sample) runs before the 50 KB answers inflate the worker's heap.
 GROUPS = ("launch", "burst", "progress", "live", "overhead", "api")

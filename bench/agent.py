@@ -20,7 +20,7 @@ from typing import Any
 
 import uvicorn
 
-from deployments.demo_agent import DemoAgent, create_app
+from stack.demo_agent import DemoAgent, create_app
 from tests.fake_agent import free_port
 
 Scope = dict[str, Any]

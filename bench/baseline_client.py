@@ -14,8 +14,8 @@ import psycopg
 
 from bench.baseline import CHANNEL, LISTENER_NAME
 from bench.system import Row, System
-from deployments.processes import Child, ChildFailed
 from flows.settings import PROJECT_ROOT
+from stack.processes import Child, ChildFailed
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 PostgreSQL is `DATABASE_URL`'s server when it is set (fresh databases are created on it and
 dropped afterwards), otherwise an embedded one in a temporary directory. Then a Prefect
-server on that PostgreSQL, the real worker (`python -m deployments.worker`) and the real API
+server on that PostgreSQL, the real worker (`python -m worker`) and the real API
 (uvicorn) as subprocesses, and the fake agent in this process, all on loopback.
 """
 
@@ -27,8 +27,9 @@ import psycopg
 from psycopg.rows import dict_row
 
 from bench.agent import FakeAgent, serve_agent
-from deployments.postgres import EmbeddedPostgres, ensure_databases, prefect_database_url
-from deployments.processes import (
+from flows.settings import PROJECT_ROOT
+from stack.embedded_postgres import EmbeddedPostgres, ensure_databases, prefect_database_url
+from stack.processes import (
     Child,
     Supervisor,
     api_argv,
@@ -36,7 +37,6 @@ from deployments.processes import (
     start_prefect_server,
     worker_argv,
 )
-from flows.settings import PROJECT_ROOT
 from tests.fake_agent import free_port
 
 FINAL = ("completed", "failed", "cancelled")

@@ -35,8 +35,8 @@ from bench.system import (
     settle,
     wait_final,
 )
-from deployments.processes import Child
 from flows.settings import PROJECT_ROOT
+from stack.processes import Child
 from tests.fake_agent import free_port
 
 SCRIPT = Path(__file__).with_name("wrk_report.lua")

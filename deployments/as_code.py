@@ -142,7 +142,7 @@ async def _check_pool(prefect: PrefectClient, name: str) -> None:
         ) from None
     if pool.type == WORKER_TYPE:
         raise AsCodeError(
-            f"{name!r} is a taskflows pool, served in-process by `python -m deployments.worker`; "
+            f"{name!r} is a taskflows pool, served in-process by `python -m worker`; "
             "name a docker or kubernetes pool here."
         )
 

@@ -13,9 +13,11 @@ import psycopg
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from flows.settings import PROJECT_ROOT
+import sql
 
-SQL_DIR = PROJECT_ROOT / "sql"
+# The migrations are package data (`sql/`), found beside the installed package, not
+# through the checkout, so a wheel creates its tables too.
+SQL_DIR = Path(next(iter(sql.__path__)))
 # Any constant shared by every taskflows process; "taskflow" in ASCII.
 _MIGRATION_LOCK_ID = 0x7461736B666C6F77
 

@@ -23,9 +23,9 @@ import httpx
 import psycopg
 import pytest
 
-from deployments.demo_agent import AgentBehaviour, DemoAgent
-from deployments.postgres import EmbeddedPostgres, ensure_databases, prefect_database_url
-from deployments.processes import (
+from stack.demo_agent import AgentBehaviour, DemoAgent
+from stack.embedded_postgres import EmbeddedPostgres, ensure_databases, prefect_database_url
+from stack.processes import (
     Child,
     Supervisor,
     api_argv,

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import uvicorn
 
-from deployments.demo_agent import DemoAgent, create_app
+from stack.demo_agent import DemoAgent, create_app
 
 
 def free_port() -> int:

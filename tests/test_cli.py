@@ -18,9 +18,9 @@ os.environ.setdefault("COLUMNS", "200")
 
 from typer.testing import CliRunner
 
-from deployments.cli import _follow, app
-from deployments.cli._api import ApiClient, ApiError
-from deployments.demo_agent import DemoAgent
+from cli import _follow, app
+from cli._api import ApiClient, ApiError
+from stack.demo_agent import DemoAgent
 from tests.conftest import System, wait_for_execution
 
 
@@ -212,7 +212,7 @@ def test_unreachable_api_is_one_sentence_and_exit_1():
 
 
 def test_up_runs_what_make_up_runs(monkeypatch: pytest.MonkeyPatch):
-    import deployments.up
+    import stack.up
 
     seen: list[list[str]] = []
 
@@ -220,7 +220,7 @@ def test_up_runs_what_make_up_runs(monkeypatch: pytest.MonkeyPatch):
         seen.append(argv)
         return 3
 
-    monkeypatch.setattr(deployments.up, "main", fake_main)
+    monkeypatch.setattr(stack.up, "main", fake_main)
     result = CliRunner().invoke(app, ["up", "--port", "8123", "--worker-command", "true"])
     assert result.exit_code == 3  # up's own exit code
     assert seen == [["--worker-command", "true", "--port", "8123"]]

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from deployments.demo_agent import DemoAgent
+from stack.demo_agent import DemoAgent
 from tests.conftest import System, wait_for_execution, wait_for_flow_run
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from deployments.postgres import (
+from stack.embedded_postgres import (
     EmbeddedPostgres,
     ensure_databases,
     prefect_database_url,

@@ -11,8 +11,8 @@ import uuid
 import httpx
 import psycopg
 
-from deployments.demo_agent import DemoAgent
 from flows.partials import CHANNEL
+from stack.demo_agent import DemoAgent
 from tests.conftest import System, wait_for_execution
 
 WORDS = " ".join(f"word{n}" for n in range(15))

@@ -12,7 +12,7 @@ import httpx
 import psycopg
 import pytest
 
-from deployments.demo_agent import DemoAgent
+from stack.demo_agent import DemoAgent
 from tests.conftest import FINAL, System
 
 pytestmark = pytest.mark.slow

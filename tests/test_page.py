@@ -25,7 +25,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-from deployments.demo_agent import AgentBehaviour, DemoAgent
+from stack.demo_agent import AgentBehaviour, DemoAgent
 from tests.conftest import System, wait_for_execution
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]

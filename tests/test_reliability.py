@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from deployments.demo_agent import DemoAgent
+from stack.demo_agent import DemoAgent
 from tests.conftest import wait_for_execution, wait_for_flow_run
 
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import httpx
 import pytest
 
-from deployments.demo_agent import DemoAgent
+from stack.demo_agent import DemoAgent
 from tests.conftest import wait_for_execution
 
 

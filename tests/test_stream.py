@@ -27,8 +27,8 @@ import pytest_asyncio
 
 from api.live import ExecutionFeed
 from api.routes.stream import _messages
-from deployments.demo_agent import DemoAgent
 from flows.database import create_pool
+from stack.demo_agent import DemoAgent
 from tests.conftest import System, wait_for_execution
 from tests.fake_agent import free_port
 

@@ -9,13 +9,13 @@ import uuid
 import prefect
 import pytest
 
-from deployments import engine_patches
+from worker import engine_patches
 
 
 def test_patches_refuse_an_unverified_prefect(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine_patches, "_applied", False)
     monkeypatch.setattr(prefect, "__version__", "3.99.0")
-    with pytest.raises(RuntimeError, match=r"re-check deployments/engine_patches\.py"):
+    with pytest.raises(RuntimeError, match=r"re-check worker/engine_patches\.py"):
         engine_patches.apply()
 
 

@@ -1,4 +1,4 @@
-"""`taskflows up`: what `make up` runs (`deployments.up`), until Ctrl-C."""
+"""`taskflows up`: what `make up` runs (`stack.up`), until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ def up(
 
     PostgreSQL (embedded unless DATABASE_URL is set), the Prefect server (unless
     PREFECT_API_URL is set), the demo agent (unless an agent is configured), the worker
-    and the API. Other options of `python -m deployments.up` are passed through.
+    and the API. Other options of `python -m stack.up` are passed through.
     """
     # Imported here: the other commands only talk HTTP and should start fast.
-    from deployments.up import main
+    from stack.up import main
 
     argv = list(context.args)
     if host is not None:

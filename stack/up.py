@@ -27,14 +27,15 @@ from types import FrameType
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from deployments.postgres import (
+from flows.settings import PROJECT_ROOT, Settings, get_settings
+from stack.embedded_postgres import (
     EmbeddedPostgres,
     EmbeddedPostgresError,
     ensure_databases,
     prefect_database_url,
     redacted_url,
 )
-from deployments.processes import (
+from stack.processes import (
     Child,
     ChildFailed,
     Supervisor,
@@ -43,14 +44,13 @@ from deployments.processes import (
     start_prefect_server,
     wait_ready,
 )
-from flows.settings import PROJECT_ROOT, Settings, get_settings
 
 EMBEDDED_DATABASE = "taskflows"
 PREFECT_DATABASE = "prefect"
 PREFECT_PORT = 4200
-WORKER_COMMAND = "{python} -m deployments.worker"
+WORKER_COMMAND = "{python} -m worker"
 API_COMMAND = "{python} -m uvicorn api.app:app --host {host} --port {port}"
-AGENT_COMMAND = "{python} -m deployments.demo_agent --host {host} --port {port}"
+AGENT_COMMAND = "{python} -m stack.demo_agent --host {host} --port {port}"
 
 
 class UpError(RuntimeError):
@@ -260,7 +260,7 @@ def _banner(summary: dict[str, str], settings: Settings) -> str:
 
 def _parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m deployments.up",
+        prog="python -m stack.up",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

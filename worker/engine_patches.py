@@ -50,7 +50,7 @@ def apply() -> None:
     if prefect.__version__ != PINNED_PREFECT:
         raise RuntimeError(
             f"taskflows' worker is verified against Prefect {PINNED_PREFECT}, "
-            f"found {prefect.__version__}: re-check deployments/engine_patches.py."
+            f"found {prefect.__version__}: re-check worker/engine_patches.py."
         )
     prefect.flow_engine.capture_sigterm = contextlib.nullcontext  # type: ignore[assignment]
     prefect.flow_engine.observe_flow_run_suspension = _no_suspension_observer

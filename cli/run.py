@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from deployments.cli._api import ApiClient
-from deployments.cli._follow import exit_with_outcome, follow_execution
-from deployments.cli._output import console, find_task_flow, reports_api_errors
+from cli._api import ApiClient
+from cli._follow import exit_with_outcome, follow_execution
+from cli._output import console, find_task_flow, reports_api_errors
 
 
 @reports_api_errors

@@ -8,9 +8,9 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from deployments.cli._api import ApiClient
-from deployments.cli._follow import exit_with_outcome, follow_execution
-from deployments.cli._output import (
+from cli._api import ApiClient
+from cli._follow import exit_with_outcome, follow_execution
+from cli._output import (
     console,
     duration,
     excerpt,

@@ -18,7 +18,7 @@ Asked to stream (`"stream": true`), it sends OpenAI chunks (`data: {...}` lines,
 - `[stall]`          go silent after the first chunk
 - `[nostream]`       refuse streaming with HTTP 400, as agents without it do
 
-Run it with `python -m deployments.demo_agent --port 8080`.
+Run it with `python -m stack.demo_agent --port 8080`.
 """
 
 from __future__ import annotations

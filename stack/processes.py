@@ -198,7 +198,7 @@ def api_argv(port: int, host: str = "127.0.0.1") -> list[str]:
 
 def worker_argv() -> list[str]:
     """The command that runs a taskflows worker."""
-    return [sys.executable, "-m", "deployments.worker"]
+    return [sys.executable, "-m", "worker"]
 
 
 def prefect_env(api_url: str, *, home: Path | None = None) -> dict[str, str]:

@@ -8,8 +8,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from deployments.cli._api import ApiClient, ApiError
-from deployments.cli._output import (
+from cli._api import ApiClient, ApiError
+from cli._output import (
     console,
     exit_with_error,
     exit_with_success,

@@ -13,7 +13,7 @@ run costs an asyncio task. The worker:
 - stops on SIGINT/SIGTERM: it stops claiming, cancels the runs in flight (their executions
   end `cancelled`) and exits.
 
-Run it with `python -m deployments.worker`.
+Run it with `python -m worker`.
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelled, Pending
 from prefect.utilities.engine import propose_state
 
-from deployments import engine_patches
 from deployments.launch import WAKEUP_CHANNEL
 from deployments.sync import ensure_work_pool, sync_all
 from flows import run_control
@@ -52,6 +51,7 @@ from flows.runtime import close_runtime, get_runtime
 from flows.settings import Settings, get_settings
 from flows.task_flow_store import TaskFlowStore
 from flows.taskflow import run_task_flow
+from worker import engine_patches
 
 logger = logging.getLogger("taskflows.worker")
 
@@ -301,6 +301,3 @@ async def main() -> None:
         await worker.serve()
     logger.info("Worker %r stopped", worker.name)
 
-
-if __name__ == "__main__":
-    asyncio.run(main())

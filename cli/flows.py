@@ -11,8 +11,8 @@ import yaml
 from rich.table import Table
 from rich.text import Text
 
-from deployments.cli._api import ApiClient, ApiError
-from deployments.cli._files import (
+from cli._api import ApiClient, ApiError
+from cli._files import (
     FIELDS,
     TaskFlowFileError,
     dump_task_flows,
@@ -20,7 +20,7 @@ from deployments.cli._files import (
     load_task_flows,
     portable,
 )
-from deployments.cli._output import (
+from cli._output import (
     console,
     err_console,
     exit_with_error,

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import typer
 
-from deployments.cli import executions, flows
-from deployments.cli.run import run
-from deployments.cli.schedule import schedule
-from deployments.cli.up import up
+from cli import executions, flows
+from cli.run import run
+from cli.schedule import schedule
+from cli.up import up
 
 app = typer.Typer(
     name="taskflows",

@@ -26,8 +26,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from deployments.cli._api import ApiClient, ApiError
-from deployments.cli._output import (
+from cli._api import ApiClient, ApiError
+from cli._output import (
     FINAL,
     console,
     duration,
