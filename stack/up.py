@@ -35,15 +35,8 @@ from stack.embedded_postgres import (
     prefect_database_url,
     redacted_url,
 )
-from stack.processes import (
-    Child,
-    ChildFailed,
-    Supervisor,
-    port_is_free,
-    prefect_env,
-    start_prefect_server,
-    wait_ready,
-)
+from stack.prefect_server import prefect_env, start_prefect_server
+from stack.supervisor import Child, ChildFailed, Supervisor, port_is_free, wait_ready
 
 EMBEDDED_DATABASE = "taskflows"
 PREFECT_DATABASE = "prefect"

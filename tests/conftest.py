@@ -23,16 +23,11 @@ import httpx
 import psycopg
 import pytest
 
+from stack.commands import api_argv, worker_argv
 from stack.demo_agent import AgentBehaviour, DemoAgent
 from stack.embedded_postgres import EmbeddedPostgres, ensure_databases, prefect_database_url
-from stack.processes import (
-    Child,
-    Supervisor,
-    api_argv,
-    prefect_env,
-    start_prefect_server,
-    worker_argv,
-)
+from stack.prefect_server import prefect_env, start_prefect_server
+from stack.supervisor import Child, Supervisor
 from tests.fake_agent import free_port, serve_fake_agent
 
 FINAL = ("completed", "failed", "cancelled")

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 
-from stack.processes import api_argv
+from stack.commands import api_argv
 from tests.conftest import System
 from tests.fake_agent import free_port
 
