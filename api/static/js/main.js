@@ -1,0 +1,47 @@
+// taskflows page: task flows, running flows, history and memories, kept live by the event
+// stream (see stream.js). Each module owns one part of the page; the state they share is in
+// store.js. This one wires them together and starts the page.
+
+import { initEditor, loadAgents } from './editor.js';
+import { initFlows, loadFlows } from './flows.js';
+import { initHistory, loadHistoryHead, renderHistory, tickHistory } from './history.js';
+import { initMemories } from './memories.js';
+import { initTokenDialog, setLive } from './notices.js';
+import { initRunning, renderRunning, tickRunning } from './runs.js';
+import { onChange, state } from './store.js';
+import { connect, disconnect } from './stream.js';
+import { initTabs } from './tabs.js';
+
+onChange(renderRunning);
+onChange(renderHistory);
+
+initTokenDialog();
+initRunning();
+initHistory();
+initFlows();
+initEditor({ onSaved: loadFlows });
+initMemories();
+
+// Elapsed times tick once a second (only while the tab is visible).
+setInterval(() => {
+  if (document.hidden) return;
+  tickRunning();
+  tickHistory();
+}, 1000);
+
+document.addEventListener('visibilitychange', () => {
+  if (document.hidden) {
+    disconnect();
+    setLive('paused');
+  } else {
+    connect();
+    loadFlows();
+    if (state.historyLoaded) loadHistoryHead();
+  }
+});
+
+initTabs();
+setLive('connecting');
+loadFlows();
+loadAgents();
+connect();
