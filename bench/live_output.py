@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import time
 import uuid
 from typing import Any
 
@@ -24,6 +22,7 @@ import httpx
 
 from bench.stats import Row, ms, percentile
 from bench.system import FINAL, System, api_client, connect, create_flow, post_run, wait_final
+from cli.sse import aevents
 
 TARGET_P95 = 0.150
 WORDS = " ".join(f"word{n}" for n in range(30))
@@ -33,13 +32,10 @@ async def _listen(client: httpx.AsyncClient, partials: list[tuple[float, dict[st
     async with client.stream(
         "GET", "/api/executions/stream", params={"partials": "true"}
     ) as response:
-        event = ""
-        async for line in response.aiter_lines():
-            if line.startswith("event:"):
-                event = line[6:].strip()
-            elif line.startswith("data:") and event == "partial":
+        async for event in aevents(response.aiter_lines()):
+            if event.event == "partial":
                 with contextlib.suppress(ValueError):
-                    partials.append((time.time(), json.loads(line[5:].strip())))
+                    partials.append((event.received_at, event.json()))
 
 
 _COUNTER = """

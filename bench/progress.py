@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 import time
 import uuid
@@ -24,6 +23,7 @@ import httpx
 from bench.baseline_client import Baseline, new_keys, trigger
 from bench.stats import Row, median, ms, percentile, spread
 from bench.system import FINAL, System, api_client, connect, create_flow, post_run, settle
+from cli.sse import aevents
 
 TARGET_P95 = 0.050
 _NUMBER = re.compile(r"#(\d+)#")
@@ -86,10 +86,9 @@ def _progress_of(data: Any, execution_id: int) -> int | None:
 
 async def _listen(client: httpx.AsyncClient, events: list[tuple[float, Any]]) -> None:
     async with client.stream("GET", "/api/executions/stream") as response:
-        async for line in response.aiter_lines():
-            if line.startswith("data:"):
-                with contextlib.suppress(ValueError):
-                    events.append((time.time(), json.loads(line[5:].strip())))
+        async for event in aevents(response.aiter_lines()):
+            with contextlib.suppress(ValueError):
+                events.append((event.received_at, event.json()))
 
 
 def _sse_latencies(

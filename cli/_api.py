@@ -17,6 +17,8 @@ import httpx
 from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cli import sse
+
 TIMEOUT_S = 30.0
 # The event stream sends a heartbeat every 15 s; silence for longer means it is stuck.
 STREAM_READ_TIMEOUT_S = 40.0
@@ -116,17 +118,8 @@ class ApiClient:
                 if response.status_code >= 400:
                     response.read()
                     raise self._error(response)
-                event = "message"
-                data: list[str] = []
-                for line in response.iter_lines():
-                    if not line:  # a blank line ends one message
-                        if data:
-                            yield event, _json_or_text("\n".join(data))
-                        event, data = "message", []
-                    elif line.startswith("event:"):
-                        event = line[len("event:") :].strip()
-                    elif line.startswith("data:"):
-                        data.append(line[len("data:") :].lstrip())
+                for event in sse.events(response.iter_lines()):
+                    yield event.event, _json_or_text(event.data)
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from None
 
