@@ -14,6 +14,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
 from deployments.sync import sync_deployment
+from flows.channels import WORKER_WAKEUP
 from flows.database import Pool
 from flows.errors import OrchestratorUnavailable
 from flows.execution_store import Execution, ExecutionStore
@@ -21,9 +22,6 @@ from flows.task_flow_store import TaskFlow, TaskFlowStore
 from flows.taskflow import flow_run_name
 
 logger = logging.getLogger(__name__)
-
-# Workers LISTEN here; a NOTIFY right after a flow run is created saves them a poll.
-WAKEUP_CHANNEL = "taskflows_wakeup"
 
 
 async def start_run(
@@ -113,4 +111,4 @@ async def wake_workers(pool: Pool, flow_run: FlowRun) -> None:
     if len(payload.encode()) > _MAX_PAYLOAD:
         payload = str(flow_run.id)
     async with pool.connection() as conn:
-        await conn.execute("SELECT pg_notify(%s, %s)", (WAKEUP_CHANNEL, payload))
+        await conn.execute("SELECT pg_notify(%s, %s)", (WORKER_WAKEUP, payload))

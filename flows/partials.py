@@ -1,7 +1,7 @@
 """Live agent output: the text of the prompt in flight, published as it is written.
 
 Partial text never touches the table (the final result is appended once, as always): it
-travels through PostgreSQL NOTIFY on the channel `flow_execution_partials`, throttled to
+travels through PostgreSQL NOTIFY on the channel `channels.PARTIAL_OUTPUT`, throttled to
 about one message per `interval_s`, as deltas with their offset. NOTIFY payloads are
 limited to 8,000 bytes, so a large delta is split. Each message is JSON:
 `{"id": <execution>, "index": <prompt>, "attempt": n, "offset": <chars before>, "delta": "..."}`.
@@ -14,9 +14,9 @@ import contextlib
 import json
 import logging
 
+from flows.channels import PARTIAL_OUTPUT
 from flows.database import Pool
 
-CHANNEL = "flow_execution_partials"
 # Leave room in the 8,000-byte payload for the JSON envelope and escaping.
 _MAX_DELTA_BYTES = 3_000
 
@@ -83,7 +83,7 @@ class PartialPublisher:
                         },
                         ensure_ascii=False,
                     )
-                    await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+                    await conn.execute("SELECT pg_notify(%s, %s)", (PARTIAL_OUTPUT, payload))
                     self._sent_chars += len(piece)
                     self.messages_sent += 1
         except Exception as exc:  # live output is a courtesy; the final result is what counts

@@ -1,8 +1,15 @@
-"""Retry database work through a PostgreSQL restart: backoff with jitter, under a deadline.
+"""Backoff with jitter, the one used wherever taskflows waits before trying again.
 
-A run must not lose progress because PostgreSQL restarted for a few seconds; every write
-the flow makes is safe to repeat (see `ExecutionStore`), so it is retried on a lost
-connection until the deadline, then the error is raised.
+`Backoff.run` retries database work through a PostgreSQL restart, under a deadline: a run
+must not lose progress because PostgreSQL restarted for a few seconds; every write the flow
+makes is safe to repeat (see `ExecutionStore`), so it is retried on a lost connection until
+the deadline, then the error is raised. Loops that never give up (the API's live feed
+reconnecting its LISTEN connection) count their own attempts and ask `delay(attempt)`.
+
+Example:
+
+    backoff = Backoff(base_s=0.5, cap_s=15.0)
+    await asyncio.sleep(backoff.delay(attempt))  # about 0.5, 1, 2, 4 ... 15 s, jittered
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ RETRYABLE = (psycopg.OperationalError, PoolTimeout)
 
 @dataclass(frozen=True)
 class Backoff:
-    """Delays of `base`, 2x, 4x... capped at `cap`, each with up to 50% jitter."""
+    """Delays of `base_s`, 2x, 4x... capped at `cap_s`, each with up to 50% jitter (so that
+    many clients that lost the same server do not all come back at the same instant)."""
 
     base_s: float = 0.1
     cap_s: float = 5.0

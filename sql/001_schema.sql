@@ -59,6 +59,7 @@ CREATE INDEX IF NOT EXISTS flow_executions_flow_id ON flow_executions (flow_id, 
 -- The payload stays tiny: listeners read the row itself.
 CREATE OR REPLACE FUNCTION notify_flow_execution_change() RETURNS trigger AS $$
 BEGIN
+    -- The channel is flows.channels.EXECUTION_CHANGES (tests/test_stream.py checks they agree).
     PERFORM pg_notify(
         'flow_executions',
         json_build_object('id', NEW.id, 'status', NEW.status,

@@ -15,6 +15,7 @@ BEGIN
     IF TG_OP = 'UPDATE' AND NEW.updated_at = OLD.updated_at THEN
         RETURN NEW;
     END IF;
+    -- The channel is flows.channels.EXECUTION_CHANGES (tests/test_stream.py checks they agree).
     PERFORM pg_notify(
         'flow_executions',
         json_build_object('id', NEW.id, 'status', NEW.status,

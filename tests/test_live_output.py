@@ -11,7 +11,8 @@ import uuid
 import httpx
 import psycopg
 
-from flows.partials import CHANNEL
+from cli.sse import events as sse_events
+from flows.channels import PARTIAL_OUTPUT
 from stack.demo_agent import DemoAgent
 from tests.conftest import System, wait_for_execution
 
@@ -35,7 +36,7 @@ def test_partial_text_is_published_before_the_prompt_completes(
 
     def listen() -> None:
         with psycopg.connect(system.database_url, autocommit=True) as conn:
-            conn.execute(f"LISTEN {CHANNEL}")
+            conn.execute(f"LISTEN {PARTIAL_OUTPUT}")
             listening.set()
             while not stop.is_set():
                 for notify in conn.notifies(timeout=0.2, stop_after=1):
@@ -146,14 +147,10 @@ def test_a_stream_joined_mid_answer_first_gets_the_text_so_far(
         params={"partials": "true"},
         timeout=30,
     ) as response:
-        event = None
-        for line in response.iter_lines():
-            if line.startswith("event:"):
-                event = line.split(":", 1)[1].strip()
-            elif line.startswith("data:") and event:
-                events.append((event, json.loads(line.split(":", 1)[1])))
-                if event == "partial":
-                    break
+        for event in sse_events(response.iter_lines()):
+            events.append((event.event, event.json()))
+            if event.event == "partial":
+                break
     assert events[0][0] == "snapshot"
     kind, first_partial = events[1]
     assert kind == "partial" and first_partial["id"] == started["execution_id"]

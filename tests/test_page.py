@@ -125,10 +125,13 @@ def history_row_of(page: Page, execution_id: int) -> Locator:
 
 
 def show_history(page: Page) -> None:
+    """Open History and wait until its first page is shown (rows, or "No runs yet")."""
     page.get_by_role("button", name="Show history").click()
     expect(page.get_by_role("button", name="Hide history")).to_have_attribute(
         "aria-expanded", "true"
     )
+    # Until then a run started by the test could still arrive with the first page.
+    expect(page.locator("#history > li, #history-empty:not([hidden])").first).to_be_visible()
 
 
 def color_of(locator: Locator) -> str:

@@ -27,6 +27,8 @@ import pytest_asyncio
 
 from api.live import ExecutionFeed
 from api.routes.stream import _messages
+from cli.sse import EventDecoder, events
+from flows.channels import EXECUTION_CHANGES
 from flows.database import create_pool
 from stack.demo_agent import DemoAgent
 from tests.conftest import System, wait_for_execution
@@ -38,7 +40,7 @@ LISTEN_APP_NAME = "taskflows-api-live"
 
 @dataclass
 class Event:
-    """One Server-Sent Event as a client sees it."""
+    """One Server-Sent Event as a client sees it, its data decoded."""
 
     id: int | None
     event: str
@@ -47,34 +49,21 @@ class Event:
 
 
 class EventReader:
-    """Parses an SSE response line by line (comments and `retry:` are noted, not returned)."""
+    """Reads an SSE response with the CLI's reader (`retry:` is noted, not returned)."""
 
     def __init__(self, response: httpx.Response) -> None:
         self.response = response
-        self.comments: list[str] = []
-        self.retry_ms: int | None = None
-        self._lines = response.iter_lines()
+        self._decoder = EventDecoder()
+        self._events = events(response.iter_lines(), self._decoder)
+
+    @property
+    def retry_ms(self) -> int | None:
+        return self._decoder.retry_ms
 
     def next(self) -> Event:
-        fields: dict[str, str] = {}
-        for line in self._lines:
-            if line == "":
-                if "data" in fields:
-                    return Event(
-                        int(fields["id"]) if "id" in fields else None,
-                        fields.get("event", "message"),
-                        json.loads(fields["data"]),
-                        time.time(),
-                    )
-                continue
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if name == "":
-                self.comments.append(value)
-            elif name == "retry":
-                self.retry_ms = int(value)
-            else:
-                fields[name] = value
+        for event in self._events:
+            event_id = int(event.id) if event.id is not None else None
+            return Event(event_id, event.event, event.json(), event.received_at)
         raise EOFError("the stream ended")
 
     def until(self, accept: Callable[[Event], bool], timeout: float = 30.0) -> Event:
@@ -249,9 +238,34 @@ def test_snapshot_includes_the_executions_asked_for(
     assert shown["last_result"]["response"] == "Echo: finished before the stream opens"
 
 
+def test_summaries_answer_what_the_stream_sends(
+    api: httpx.Client, fake_agent: DemoAgent, make_task_flow, sse
+):
+    flow = make_task_flow(prompts=["summarised"])
+    done_id = api.post(f"/api/task_flows/{flow['id']}/run").json()["execution_id"]
+    wait_for_execution(api, done_id)
+    with sse(ids=[done_id]) as reader:
+        snapshot = reader.next()
+    (streamed,) = [e for e in snapshot.data["executions"] if e["id"] == done_id]
+
+    answer = api.get("/api/executions/summaries", params={"ids": str(done_id), "active": "false"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"executions": [streamed]}, "the same summary, byte for byte"
+    assert streamed["results_count"] == 1 and "prompt_results" not in streamed
+    assert streamed["last_result"]["response"] == "Echo: summarised"
+
+    slow = make_task_flow(prompts=["still going [delay=3]"])
+    running_id = api.post(f"/api/task_flows/{slow['id']}/run").json()["execution_id"]
+    active = api.get("/api/executions/summaries").json()["executions"]
+    assert running_id in [e["id"] for e in active], "the active ones are there by default"
+    assert done_id not in [e["id"] for e in active]
+    wait_for_execution(api, running_id)
+
+
+@pytest.mark.parametrize("path", ["/api/executions/stream", "/api/executions/summaries"])
 @pytest.mark.parametrize("ids", ["abc", "1,-2", "0", str(2**63), ",".join(["1"] * 201)])
-def test_bad_ids_are_refused_with_a_sentence(api: httpx.Client, ids: str):
-    response = api.get("/api/executions/stream", params={"ids": ids})
+def test_bad_ids_are_refused_with_a_sentence(api: httpx.Client, path: str, ids: str):
+    response = api.get(path, params={"ids": ids})
     assert response.status_code == 422, response.text
     assert response.json()["error"].startswith("ids ")
 
@@ -382,6 +396,26 @@ async def _touch(database_url: str, execution_id: int, times: int) -> None:
                 "UPDATE flow_executions SET updated_at = now() WHERE id = %s", (execution_id,)
             )
             await asyncio.sleep(0.05)  # separate bursts, so each is its own message
+
+
+@pytest.mark.asyncio
+async def test_the_table_notifies_on_the_channel_the_code_listens_to(
+    system: System, execution_row: int
+):
+    # The trigger in sql/ names its channel as a literal; flows.channels is what the code uses.
+    async with await psycopg.AsyncConnection.connect(system.database_url, autocommit=True) as conn:
+        await conn.execute(f"LISTEN {EXECUTION_CHANGES}")
+        await conn.execute(
+            "UPDATE flow_executions SET updated_at = now() WHERE id = %s", (execution_row,)
+        )
+        heard = None
+        async for notify in conn.notifies(timeout=10):
+            change = json.loads(notify.payload)
+            if notify.channel == EXECUTION_CHANGES and change["id"] == execution_row:
+                heard = change
+                break
+    assert heard is not None, "the trigger's channel is not flows.channels.EXECUTION_CHANGES"
+    assert heard["status"] == "completed"
 
 
 @pytest.mark.asyncio

@@ -44,9 +44,9 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelled, Pending
 from prefect.utilities.engine import propose_state
 
-from deployments.launch import WAKEUP_CHANNEL
 from deployments.sync import ensure_work_pool, sync_all
 from flows import run_control
+from flows.channels import EXECUTION_CHANGES, WORKER_WAKEUP
 from flows.runtime import close_runtime, get_runtime
 from flows.settings import Settings, get_settings
 from flows.task_flow_store import TaskFlowStore
@@ -151,11 +151,11 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {WAKEUP_CHANNEL}")
-                    await conn.execute("LISTEN flow_executions")
+                    await conn.execute(f"LISTEN {WORKER_WAKEUP}")
+                    await conn.execute(f"LISTEN {EXECUTION_CHANGES}")
                     self._wake.set()  # anything announced while we were away
                     async for notify in conn.notifies():
-                        if notify.channel == WAKEUP_CHANNEL:
+                        if notify.channel == WORKER_WAKEUP:
                             self._wake.set()
                         else:
                             self._on_execution_change(notify.payload)

@@ -16,6 +16,9 @@ A browser's `EventSource` reconnects by itself (after the `retry:` delay sent fi
 `Last-Event-ID`; that answer, like every connection, starts with a fresh snapshot: the
 simplest behaviour that is always right. The changes come from PostgreSQL LISTEN/NOTIFY
 through one shared listener per API process (`api.live`).
+
+`GET /api/executions/summaries` answers what a snapshot carries, read at once, for clients
+that cannot keep a stream open (the page polls it when the stream fails).
 """
 
 from __future__ import annotations
@@ -25,11 +28,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from api.deps import ResourcesDep
 from api.errors import InvalidRequest
-from api.live import ExecutionFeed
+from api.live import ExecutionFeed, Summaries, sse
 from api.params import error_responses
 from api.schemas import MAX_ID
 
@@ -80,6 +83,22 @@ async def stream_executions(
     )
 
 
+WithActive = Annotated[
+    bool,
+    Query(description="Also the active (queued or running) executions, as in a snapshot"),
+]
+
+
+@router.get("/api/executions/summaries", response_model=Summaries, responses=error_responses(503))
+async def read_summaries(
+    resources: ResourcesDep, ids: Ids = None, active: WithActive = True
+) -> Response:
+    """The executions `ids` (and the active ones) as the stream sends them: what a
+    `snapshot` event carries, for clients that poll instead."""
+    body = await resources.live.snapshot(_parse_ids(ids), with_active=active)
+    return Response(body, media_type="application/json")
+
+
 def _parse_ids(text: str | None) -> list[int]:
     parts = [part.strip() for part in (text or "").split(",") if part.strip()]
     if len(parts) > MAX_IDS:
@@ -101,13 +120,13 @@ async def _messages(
     # client left at once) never subscribes; leaving the `with` unsubscribes in any case,
     # including when the client disconnects and this generator is cancelled.
     with feed.subscription(ids, partials=partials) as subscription:
-        yield f"retry: {RECONNECT_DELAY_MS}\n\n".encode()
+        yield sse.retry(RECONNECT_DELAY_MS)
         while True:
             try:
                 async with asyncio.timeout(heartbeat_s):
                     chunk = await subscription.get()
             except TimeoutError:
-                yield b": heartbeat\n\n"
+                yield sse.comment("heartbeat")
                 continue
             if chunk is None:  # fell behind, or the server is shutting down
                 return

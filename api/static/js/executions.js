@@ -1,47 +1,54 @@
 // What the page knows about executions: it takes in newer states from the stream, from
 // polling and from responses, and keeps `state.active`, `state.history`, `state.partials`
 // and `state.details` consistent. Drawing them is runs.js's and history.js's job.
+//
+// The running cards draw execution summaries exactly as the server sends them (the stream's
+// events, GET /api/executions/summaries): the page never derives one from a full execution.
+// History rows need only the fields every execution object has.
 
 import { api } from './api.js';
 import { setLive, toast } from './notices.js';
 import { ACTIVE, changed, state } from './store.js';
 
-/** The stream's shape of an execution, from the API's full execution object. */
-function summarize(execution) {
-  if (!Array.isArray(execution.prompt_results)) return execution;
-  const { prompt_results: results, prompts, ...rest } = execution;
-  return {
-    ...rest,
-    current_prompt: prompts[execution.current_prompt_index] ?? null,
-    results_count: results.length,
-    last_result: results.length ? results[results.length - 1] : null,
-  };
+function isStale(execution, known) {
+  return Boolean(known) && Date.parse(execution.updated_at) < Date.parse(known.updated_at);
 }
 
-/** Take in a newer state of an execution, from the stream or a response. */
-export function upsert(incoming) {
-  const execution = summarize(incoming);
+/** Whether History shows this execution: it is loaded, and the execution is in the pages
+ * read so far (or newer than all of them). */
+function inHistory(id) {
+  return state.historyLoaded && (state.history.has(id) || id > oldestHistoryId() || state.historyDone);
+}
+
+/** Take in a newer state of an execution: an execution summary sent by the server. */
+export function upsert(execution) {
   const id = execution.id;
   const known = state.active.get(id) || state.history.get(id);
-  if (known && Date.parse(execution.updated_at) < Date.parse(known.updated_at)) return; // stale
+  if (isStale(execution, known)) return;
   if (ACTIVE.has(execution.status)) state.active.set(id, execution);
   else state.active.delete(id);
   const partial = state.partials.get(id);
   if (partial && (partial.index < execution.current_prompt_index || execution.status !== 'running')) {
     state.partials.delete(id);
   }
-  if (state.historyLoaded && (state.history.has(id) || id > oldestHistoryId() || state.historyDone)) {
-    state.history.set(id, execution);
-  }
+  if (inHistory(id)) state.history.set(id, execution);
   if (state.expanded.has(id) && (!known || known.results_count !== execution.results_count || known.status !== execution.status)) {
     loadDetails(id);
   }
   changed();
 }
 
-/** Put a page of History in, as read (older pages come after the newer ones). */
-export function addHistoryPage(executions) {
-  for (const execution of executions) state.history.set(execution.id, summarize(execution));
+/** Take in executions read from GET /api/executions/recent: History rows only (a running
+ * card waits for the execution's summary, which the stream or the next poll brings). Their
+ * prompts and results are left out: History does not show them, and they can be large. */
+export function addHistoryRows(executions, { page = false } = {}) {
+  for (const { prompts, prompt_results: results, ...execution } of executions) {
+    const id = execution.id;
+    if (!page && !inHistory(id)) continue;
+    const known = state.active.get(id) || state.history.get(id);
+    state.history.set(id, isStale(execution, known) || (known && known.updated_at === execution.updated_at) ? known : execution);
+  }
+  changed();
 }
 
 export function oldestHistoryId() {
@@ -82,12 +89,19 @@ export function applyPartial({ id, index, attempt, offset, delta }) {
   changed();
 }
 
+/** Read the summaries of the active executions (and of `ids`): what a snapshot carries. */
+export async function readSummaries(ids = [], { active = true } = {}) {
+  const query = new URLSearchParams({ active: String(active) });
+  if (ids.length) query.set('ids', ids.join(','));
+  return (await api('GET', `/api/executions/summaries?${query}`)).executions;
+}
+
 /** Read one execution again (it ended, or it was just started). */
 export async function refreshExecution(id) {
   try {
-    upsert(await api('GET', `/api/executions/${id}`));
-  } catch (error) {
-    if (error.status !== 404) setLive('offline');
+    for (const execution of await readSummaries([id], { active: false })) upsert(execution);
+  } catch {
+    setLive('offline');
   }
 }
 
@@ -102,9 +116,7 @@ export async function loadDetails(id) {
   }
   detailsLoading.set(id, false);
   try {
-    const full = await api('GET', `/api/executions/${id}`);
-    state.details.set(id, full);
-    upsert(full);
+    state.details.set(id, await api('GET', `/api/executions/${id}`));
   } catch (error) {
     toast(error.message, { error: true });
   } finally {

@@ -4,7 +4,7 @@
 
 import { api, newKey } from './api.js';
 import { $, field, fromTemplate, setBadge, setTime, syncList } from './dom.js';
-import { addHistoryPage, loadDetails, oldestHistoryId, refreshExecution, upsert } from './executions.js';
+import { addHistoryRows, loadDetails, oldestHistoryId, refreshExecution } from './executions.js';
 import { elapsedMs, formatDuration, formatStart, plural } from './format.js';
 import { busy, toast } from './notices.js';
 import { RETRYABLE, changed, state } from './store.js';
@@ -110,11 +110,9 @@ async function loadHistoryPage(beforeId) {
   const query = beforeId && beforeId !== Infinity ? `&before_id=${beforeId}` : '';
   try {
     const page = await api('GET', `/api/executions/recent?limit=${PAGE_SIZE}${query}`);
-    addHistoryPage(page);
     state.historyLoaded = true;
     state.historyDone = page.length < PAGE_SIZE;
-    for (const execution of page) upsert(execution);
-    changed();
+    addHistoryRows(page, { page: true });
   } catch (error) {
     toast(error.message, { error: true });
   }
@@ -123,7 +121,7 @@ async function loadHistoryPage(beforeId) {
 /** After the tab was hidden: take in runs that started (and maybe ended) meanwhile. */
 export async function loadHistoryHead() {
   try {
-    for (const execution of await api('GET', `/api/executions/recent?limit=${PAGE_SIZE}`)) upsert(execution);
+    addHistoryRows(await api('GET', `/api/executions/recent?limit=${PAGE_SIZE}`));
   } catch {
     // the live indicator already says the server is unreachable
   }

@@ -3,7 +3,7 @@
 
 import { api } from './api.js';
 import { $, field, fromTemplate, placeholder, setBadge, syncList, text } from './dom.js';
-import { upsert } from './executions.js';
+import { refreshExecution } from './executions.js';
 import { elapsedMs, formatClock } from './format.js';
 import { busy, toast } from './notices.js';
 import { state } from './store.js';
@@ -70,8 +70,9 @@ export function initRunning() {
     if (!button) return;
     const id = Number(button.closest('li').dataset.key);
     busy(button, 'Cancelling…', async () => {
-      upsert(await api('POST', `/api/executions/${id}/cancel`));
+      await api('POST', `/api/executions/${id}/cancel`);
       toast(`Cancelled #${id}.`);
+      await refreshExecution(id);
     });
   });
 }

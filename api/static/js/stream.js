@@ -1,9 +1,8 @@
-// Live updates: the event stream GET /api/executions/stream, or polling
-// /api/executions/active every 2 s while the stream fails. Nothing is asked while the tab
+// Live updates: the event stream GET /api/executions/stream, or polling the same snapshot
+// from GET /api/executions/summaries every 2 s while the stream fails. Nothing is asked while the tab
 // is hidden.
 
-import { api } from './api.js';
-import { applyPartial, applySnapshot, upsert } from './executions.js';
+import { applyPartial, applySnapshot, readSummaries, upsert } from './executions.js';
 import { setLive } from './notices.js';
 import { state } from './store.js';
 
@@ -63,7 +62,7 @@ function stopPolling() {
 async function poll() {
   if (document.hidden) return;
   try {
-    applySnapshot(await api('GET', '/api/executions/active'));
+    applySnapshot(await readSummaries());
     if (live.pollTimer) setLive('polling');
   } catch {
     setLive('offline');

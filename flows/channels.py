@@ -1,0 +1,21 @@
+"""The PostgreSQL NOTIFY channels taskflows uses: every LISTEN and pg_notify names them from here.
+
+- `EXECUTION_CHANGES`: sent by the trigger on `flow_executions` (see `sql/`) on every insert
+  and every update a user can see, payload `{"id", "status", "current_prompt_index"}`. The
+  API's live feed (`api.live`) and the worker (which stops runs cancelled by the API) listen.
+- `PARTIAL_OUTPUT`: the agent's text while it is written (`flows.partials`), payload
+  `{"id", "index", "attempt", "offset", "delta"}`; relayed by the live feed.
+- `WORKER_WAKEUP`: sent by `deployments.launch.wake_workers` right after a flow run is
+  created, so a worker asks Prefect for work at once instead of at its next poll.
+
+The SQL migrations cannot import this module: their trigger names `EXECUTION_CHANGES` as a
+literal, and `tests/test_stream.py` checks that the two agree.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+EXECUTION_CHANGES: Final = "flow_executions"
+PARTIAL_OUTPUT: Final = "flow_execution_partials"
+WORKER_WAKEUP: Final = "taskflows_wakeup"
