@@ -2,10 +2,11 @@
 
 The `taskflows` worker runs flow runs in-process (fast: no process per run). To run them
 in containers instead, as stock Prefect does, this module gives every task flow a second
-deployment of the same flow (`flows/taskflow.py:run_task_flow`, parameters `{flow_id}`),
-named `<call_name>@<pool>`, on a docker or kubernetes work pool. Its runs use the same
-PostgreSQL and Prefect server and are recorded as executions like any other (trigger
-`prefect-ui`, or `schedule` when a schedule on that deployment fires). The task flow's own
+deployment of its Prefect flow (the flow named after it, running
+`flows/taskflow.py:run_task_flow` with parameters `{flow_id}`), named `<call_name>@<pool>`,
+on a docker or kubernetes work pool. Its runs use the same PostgreSQL and Prefect server
+and are recorded as executions like any other (trigger `prefect-ui`, or `schedule` when a
+schedule on that deployment fires). The task flow's own
 deployment (pool `taskflows`, used by the API) is left alone. Example::
 
     prefect work-pool create containers --type docker
@@ -32,8 +33,8 @@ from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.filters import (
-    FlowFilter,
-    FlowFilterName,
+    DeploymentFilter,
+    DeploymentFilterTags,
     WorkPoolFilter,
     WorkPoolFilterName,
 )
@@ -42,11 +43,11 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.utilities.callables import parameter_schema
 
 from deployments.schedules import schedules_to_keep
-from deployments.sync import ENTRYPOINT, WORKER_TYPE, deployment_tags
+from deployments.sync import ENTRYPOINT, WORKER_TYPE, deployment_tags, prefect_flow_name
 from flows.database import create_pool
 from flows.settings import get_settings
 from flows.task_flow_store import TaskFlow, TaskFlowStore
-from flows.taskflow import FLOW_NAME, run_task_flow
+from flows.taskflow import run_task_flow
 
 # Where deployments/Dockerfile puts the project inside the image.
 DEFAULT_CODE_DIR = "/opt/taskflows"
@@ -108,23 +109,23 @@ async def apply(
 ) -> dict[str, UUID]:
     """Create or update the container deployment of each task flow (or of `names`);
     return `{deployment name: id}`. With `prune`, delete this pool's deployments of the
-    flow that belong to no task flow any more."""
+    task flows that belong to no task flow any more."""
     await _check_pool(prefect, target.work_pool)
     selected = await _select(task_flows, names)
-    flow_id = await prefect.create_flow_from_name(FLOW_NAME)
     applied: dict[str, UUID] = {}
     for task_flow in selected:
         spec = deployment_spec(task_flow, target)
-        existing = await _existing_id(prefect, spec["name"])
+        flow_name = prefect_flow_name(task_flow)
+        existing = await _existing_id(prefect, f"{flow_name}/{spec['name']}")
         applied[spec["name"]] = await prefect.create_deployment(
-            flow_id=flow_id,
+            flow_id=await prefect.create_flow_from_name(flow_name),
             # The upsert replaces schedules; keep any set on this deployment in the UI.
             schedules=await schedules_to_keep(prefect, existing),
             **spec,
         )
     if prune and not names:
         for deployment in await prefect.read_deployments(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),
+            deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=["taskflows"])),
             work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[target.work_pool])),
         ):
             if deployment.id not in applied.values():
@@ -158,9 +159,9 @@ async def _select(task_flows: TaskFlowStore, names: Sequence[str]) -> list[TaskF
     return [by_name[name] for name in names]
 
 
-async def _existing_id(prefect: PrefectClient, name: str) -> UUID | None:
+async def _existing_id(prefect: PrefectClient, full_name: str) -> UUID | None:
     try:
-        return (await prefect.read_deployment_by_name(f"{FLOW_NAME}/{name}")).id
+        return (await prefect.read_deployment_by_name(full_name)).id
     except ObjectNotFound:
         return None
 
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"as_code: {exc}", file=sys.stderr)
         return 1
     for name, deployment_id in applied.items():
-        print(f"{FLOW_NAME}/{name}  {deployment_id}")
+        print(f"{name.rsplit('@', 1)[0]}/{name}  {deployment_id}")
     print(f"{len(applied)} deployment(s) on work pool {target.work_pool!r}.")
     return 0
 

@@ -32,9 +32,7 @@ def _with_clients(system: System, work: Callable[[PrefectClient, TaskFlowStore],
 
 
 def _apply(system: System, target: PoolTarget, names: list[str]) -> Any:
-    return _with_clients(
-        system, lambda prefect, flows: apply(prefect, flows, target, names=names)
-    )
+    return _with_clients(system, lambda prefect, flows: apply(prefect, flows, target, names=names))
 
 
 def test_task_flows_get_container_deployments_that_survive_a_resync(
@@ -54,7 +52,9 @@ def test_task_flows_get_container_deployments_that_survive_a_resync(
     applied = _apply(system, target, [first["call_name"], second["call_name"]])
     assert set(applied) == {f"{first['call_name']}@{pool}", f"{second['call_name']}@{pool}"}
 
-    deployment = prefect_api.get(f"/deployments/name/taskflow/{first['call_name']}@{pool}").json()
+    # Each task flow is its own Prefect flow: `<call_name>/<call_name>@<pool>`.
+    name = first["call_name"]
+    deployment = prefect_api.get(f"/deployments/name/{name}/{name}@{pool}").json()
     assert deployment["work_pool_name"] == pool
     assert deployment["entrypoint"] == "flows/taskflow.py:run_task_flow"
     assert deployment["parameters"] == {"flow_id": first["id"]}

@@ -44,13 +44,13 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelled, Pending
 from prefect.utilities.engine import propose_state
 
+from deployments.prefect_flows import FlowsByRun
 from deployments.sync import ensure_work_pool, sync_all
 from flows import run_control
 from flows.channels import EXECUTION_CHANGES, WORKER_WAKEUP
 from flows.runtime import close_runtime, get_runtime
 from flows.settings import Settings, get_settings
 from flows.task_flow_store import TaskFlowStore
-from flows.taskflow import run_task_flow
 from worker import engine_patches
 
 logger = logging.getLogger("taskflows.worker")
@@ -75,6 +75,7 @@ class Worker:
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
         self._runs: dict[UUID, asyncio.Task[None]] = {}
         self._client: PrefectClient | None = None
+        self._flows = FlowsByRun()  # each task flow is its own Prefect flow
 
     @property
     def client(self) -> PrefectClient:
@@ -217,9 +218,10 @@ class Worker:
 
     async def _execute(self, flow_run: FlowRun) -> None:
         try:
+            flow = await self._flows.flow_for(self.client, flow_run)
             with engine_patches.shared_client(self.client):
                 await run_flow_async(
-                    run_task_flow,
+                    flow,
                     flow_run=flow_run,
                     parameters=flow_run.parameters,
                     return_type="state",
@@ -300,4 +302,3 @@ async def main() -> None:
             loop.add_signal_handler(sig, worker.stop)
         await worker.serve()
     logger.info("Worker %r stopped", worker.name)
-
