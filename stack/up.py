@@ -2,8 +2,9 @@
 
 In order: the database (the configured one, or the embedded PostgreSQL in `.data/pg`), the
 `taskflows` and `prefect` databases and the schema migrations, the Prefect server (unless
-`PREFECT_API_URL` points at one), the bundled demo agent (unless an agent is configured),
-the worker (restarted if it dies) and the API. Then one banner says where everything is.
+`PREFECT_API_URL` points at one), the bundled demo agent (unless an agent is configured;
+on port 8080, or on a free port when 8080 is taken), the worker (restarted if it dies) and
+the API. Then one banner says where everything is.
 Ctrl-C or SIGTERM stops what was started, in reverse order, and exits 0.
 
 The `--*-command` options replace a child's command line (stand-ins for tests); they may use
@@ -17,6 +18,7 @@ import asyncio
 import os
 import shlex
 import signal
+import socket
 import sys
 import time
 from contextlib import suppress
@@ -105,8 +107,13 @@ def _start(stack: Stack, settings: Settings, args: argparse.Namespace) -> None:
     # Check every port first: better to refuse at once than after the database is up.
     if start_prefect:
         _require_free("127.0.0.1", PREFECT_PORT, "the Prefect server", "set PREFECT_API_URL")
-    if start_agent:
-        _require_free(agent_host, agent_port, "the demo agent", "set AGENT_API_URL")
+    agent_note = " (bundled demo agent)"
+    if start_agent and not port_is_free(agent_host, agent_port):
+        # Nothing was configured, so nothing expects the demo agent on that port: any
+        # free one will do, and every child is told where it is.
+        taken, agent_port = agent_port, _any_free_port(agent_host)
+        agent_note = f" (bundled demo agent; port {taken} was taken)"
+        _progress(f"{agent_host}:{taken} is in use; the demo agent starts on port {agent_port}")
     _require_free(args.host, args.port, "the API", "use --port or API_PORT")
 
     database_url, admin_url = _database(stack, settings)
@@ -118,7 +125,7 @@ def _start(stack: Stack, settings: Settings, args: argparse.Namespace) -> None:
     agent_url = (
         f"http://{agent_host}:{agent_port}" if start_agent else settings.resolved_agent_url()
     )
-    stack.summary["Agent"] = agent_url + (" (bundled demo agent)" if start_agent else "")
+    stack.summary["Agent"] = agent_url + (agent_note if start_agent else "")
     env = {
         **prefect_env(prefect_api_url, home=settings.data_dir / "prefect-home"),
         "DATABASE_URL": database_url,
@@ -271,6 +278,13 @@ def _require_free(host: str, port: int, what: str, hint: str) -> None:
             f"{host}:{port} is already in use, so {what} cannot start there; "
             f"stop whatever listens there or {hint}."
         )
+
+
+def _any_free_port(host: str) -> int:
+    """A port nothing listens on now (the OS picks it)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 def _url_host(host: str) -> str:
