@@ -26,6 +26,7 @@ from api.errors import install_error_handlers
 from api.resources import open_resources
 from api.routes import (
     agents,
+    alerts,
     control,
     executions,
     health,
@@ -83,7 +84,16 @@ def create_app(
         )
     # stream before executions: /api/executions/{execution_id} would match its path.
     for module in (
-        task_flows, runs, schedules, memories, stream, executions, control, agents, health
+        task_flows,
+        runs,
+        schedules,
+        alerts,
+        memories,
+        stream,
+        executions,
+        control,
+        agents,
+        health,
     ):
         app.include_router(module.router)
 

@@ -297,3 +297,44 @@ class ScheduleOut(BaseModel):
     deployment_id: UUID
     schedule_id: UUID
     prefect_url: str = Field(description="The deployment in the Prefect UI")
+
+
+def _webhook_url(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL, such as https://hooks.example/alert")
+    return value.strip()
+
+
+AlertEvent = Literal["failed", "cancelled", "late"]
+
+
+class AlertIn(_Input):
+    """Post to `webhook_url` when a run of the task flow fails, is cancelled, or is late
+    (a scheduled run that has not started on time)."""
+
+    webhook_url: Annotated[
+        StrictStr, StringConstraints(max_length=2000), AfterValidator(_webhook_url)
+    ] = Field(examples=["https://hooks.slack.com/services/T000/B000/XXXX"])
+    on: list[AlertEvent] = Field(default=["failed"], min_length=1, max_length=3)
+    enabled: bool = True
+
+    @field_validator("on")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        return sorted(set(value))
+
+
+class AlertOut(BaseModel):
+    """The alert as Prefect has it (edits made in the Prefect UI included)."""
+
+    flow_id: int
+    call_name: str
+    webhook_url: str
+    on: list[str]
+    enabled: bool
+    automation_id: UUID
+    automation_name: str
+    prefect_url: str = Field(description="The automation in the Prefect UI")

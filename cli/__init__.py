@@ -8,6 +8,7 @@ failure prints the API's sentence in red and exits 1, never a traceback::
     taskflows flows import examples.yaml
     taskflows run daily-report --follow
     taskflows schedule daily-report "0 9 * * 1-5" --timezone Europe/Berlin
+    taskflows alert daily-report https://hooks.example/taskflows --on failed,late
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import typer
 
 from cli import executions, flows
+from cli.alerts import alert
 from cli.run import run
 from cli.schedule import schedule
 from cli.up import up
@@ -34,5 +36,6 @@ app.add_typer(flows.app, name="flows")
 app.command("run")(run)
 app.add_typer(executions.app, name="executions")
 app.command("schedule")(schedule)
+app.command("alert")(alert)
 
 __all__ = ["app"]

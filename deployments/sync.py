@@ -44,8 +44,14 @@ ENTRYPOINT = "flows/taskflow.py:run_task_flow"
 _PAGE = 200
 
 
+def task_flow_tag(flow_id: int) -> str:
+    """The tag that marks every deployment, and so every run, of one task flow (alerts
+    match their flow-run events on it; see deployments/alerts.py)."""
+    return f"task-flow:{flow_id}"
+
+
 def deployment_tags(task_flow: TaskFlow) -> list[str]:
-    return ["taskflows", f"agent:{task_flow['agent']}"]
+    return ["taskflows", f"agent:{task_flow['agent']}", task_flow_tag(task_flow["id"])]
 
 
 async def ensure_work_pool(prefect: PrefectClient, name: str | None = None) -> None:

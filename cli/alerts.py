@@ -1,0 +1,75 @@
+"""`taskflows alert NAME [WEBHOOK_URL] [--on failed,cancelled,late] [--disable] | --clear`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from cli._api import ApiClient, ApiError
+from cli._output import (
+    console,
+    exit_with_error,
+    exit_with_success,
+    find_task_flow,
+    reports_api_errors,
+)
+
+
+@reports_api_errors
+def alert(
+    name: Annotated[str, typer.Argument(help="The task flow's call_name (or its id).")],
+    webhook_url: Annotated[
+        str | None, typer.Argument(help="Where to post the alert, e.g. a Slack webhook URL.")
+    ] = None,
+    on: Annotated[
+        str,
+        typer.Option(help="When to alert: failed, cancelled, late (comma-separated)."),
+    ] = "failed",
+    disable: Annotated[
+        bool, typer.Option("--disable", help="Keep the alert but do not send it.")
+    ] = False,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the alert.")] = False,
+) -> None:
+    """Set, show or remove a task flow's alert (a Prefect automation posting to a webhook).
+
+    Without WEBHOOK_URL it shows the alert.
+    """
+    if clear and webhook_url is not None:
+        exit_with_error("Give either a WEBHOOK_URL or --clear, not both.")
+    with ApiClient() as api:
+        task_flow = find_task_flow(api, name)
+        url = f"/api/task_flows/{task_flow['id']}/alerts"
+        if clear:
+            api.delete(url)
+            exit_with_success(f"{task_flow['call_name']!r} no longer sends alerts.")
+        if webhook_url is None:
+            try:
+                current = api.get(url)
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                exit_with_success(f"{task_flow['call_name']!r} has no alert.")
+            _show(current)
+            return
+        events = [event.strip() for event in on.split(",") if event.strip()]
+        body = {"webhook_url": webhook_url, "on": events, "enabled": not disable}
+        _show(api.put(url, body))
+
+
+def _show(current: dict[str, Any]) -> None:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("Task flow", current["call_name"])
+    grid.add_row("Webhook", current["webhook_url"])
+    grid.add_row("On", ", ".join(current["on"]))
+    grid.add_row(
+        "State",
+        Text("enabled", style="green") if current["enabled"] else Text("disabled", style="yellow"),
+    )
+    grid.add_row("Automation", current["automation_name"])
+    grid.add_row("Prefect", current["prefect_url"])
+    console.print(grid)
