@@ -26,10 +26,9 @@ import psycopg
 from bench import burst, launch, live_output, overhead, progress, throughput
 from bench.baseline_client import start_baseline
 from bench.stats import Row, render
-from bench.system import System, connect, settle, start_system
+from bench.system import System, bench_system, connect, settle
 from bench.system import progress as say
-from stack.embedded_postgres import EmbeddedPostgresError
-from stack.supervisor import ChildFailed
+from flows.errors import TaskflowsError
 
 # The burst (and its RSS sample) runs before the 50 KB answers inflate the worker's heap.
 GROUPS = ("launch", "burst", "progress", "live", "overhead", "api")
@@ -187,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     database = "DATABASE_URL's server" if os.environ.get("DATABASE_URL") else "embedded"
     try:
         trace_dir = log_dir / "trace" if args.trace else None
-        with start_system(log_dir, trace_dir, args.extra_env) as system:
+        with bench_system(log_dir, trace_dir, args.extra_env) as system:
             try:
                 rows = asyncio.run(_run(system, args, busy))
             finally:
@@ -197,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("interrupted; everything it started is stopped")
         return 130
-    except (ChildFailed, EmbeddedPostgresError, psycopg.Error) as exc:
+    except (TaskflowsError, psycopg.Error) as exc:
         say(f"could not start the system: {exc}")
         return 1
     load_end = _load()

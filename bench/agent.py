@@ -18,10 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
-
-from stack.demo_agent import DemoAgent, create_app
-from tests.fake_agent import free_port
+from stack.agent_thread import serve_demo_agent
+from stack.demo_agent import DemoAgent
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -118,31 +116,16 @@ class FakeAgent:
 @contextmanager
 def serve_agent() -> Iterator[FakeAgent]:
     """Serve the demo agent on a free loopback port for the duration of the block."""
-    demo, log = DemoAgent(), AgentLog()
-    port = free_port()
-    config = uvicorn.Config(
-        Timed(create_app(demo), log),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
+    log = AgentLog()
+    with serve_demo_agent(
+        wrap=lambda app: Timed(app, log),
         # Long `[delay=60]` answers still in flight must not hold up the end of the bench.
         timeout_graceful_shutdown=2,
         # Up to a few hundred runs at once keep their sockets open.
         backlog=2048,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="fake-agent", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            server.should_exit = True
-            raise RuntimeError("the fake agent did not start")
-        time.sleep(0.02)
-    try:
-        yield FakeAgent(f"http://127.0.0.1:{port}", demo, log)
-    finally:
-        # `[delay=60]` answers still pending are cut short on purpose: no error report.
-        logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
-        server.should_exit = True
-        thread.join(timeout=10)
+    ) as (demo, url):
+        try:
+            yield FakeAgent(url, demo, log)
+        finally:
+            # `[delay=60]` answers still pending are cut short on purpose: no error report.
+            logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)

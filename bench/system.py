@@ -1,9 +1,10 @@
-"""Start the whole system for a benchmark, the way the test suite does, and stop it again.
+"""Start the whole system for a benchmark (stack.system, as the tests do) and stop it again.
 
 PostgreSQL is `DATABASE_URL`'s server when it is set (fresh databases are created on it and
 dropped afterwards), otherwise an embedded one in a temporary directory. Then a Prefect
 server on that PostgreSQL, the real worker (`python -m worker`) and the real API
-(uvicorn) as subprocesses, and the fake agent in this process, all on loopback.
+(uvicorn) as subprocesses, and the timed fake agent in this process, all on loopback.
+What is the bench's own: that agent, and the trace hook in the worker and the API.
 """
 
 from __future__ import annotations
@@ -15,24 +16,20 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg
 from psycopg.rows import dict_row
 
 from bench.agent import FakeAgent, serve_agent
-from flows.settings import PROJECT_ROOT
-from stack.commands import api_argv, worker_argv
-from stack.embedded_postgres import EmbeddedPostgres, ensure_databases, prefect_database_url
-from stack.prefect_server import prefect_env, start_prefect_server
 from stack.supervisor import Child, Supervisor
-from tests.fake_agent import free_port
+from stack.system import System as RunningSystem
+from stack.system import SystemOptions, start_system
 
 FINAL = ("completed", "failed", "cancelled")
 Row = dict[str, Any]
@@ -40,24 +37,31 @@ Row = dict[str, Any]
 
 @dataclass
 class System:
-    """Where each part of the running system is."""
+    """The running system, with what only the bench has: its timed agent and trace folder."""
 
-    admin_url: str
-    database_url: str
-    prefect_api_url: str
-    api_url: str
+    running: RunningSystem
     agent: FakeAgent
-    supervisor: Supervisor
-    worker: Child
-    env: dict[str, str]
-    log_dir: Path
-    embedded: bool
     trace_dir: Path | None = None
 
+    @property
+    def database_url(self) -> str:
+        return self.running.database_url
 
-def with_database(url: str, database: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/" + database))
+    @property
+    def prefect_api_url(self) -> str:
+        return self.running.prefect_api_url
+
+    @property
+    def api_url(self) -> str:
+        return self.running.api_url
+
+    @property
+    def supervisor(self) -> Supervisor:
+        return self.running.supervisor
+
+    @property
+    def worker(self) -> Child:
+        return self.running.worker()
 
 
 def progress(message: str) -> None:
@@ -65,7 +69,7 @@ def progress(message: str) -> None:
 
 
 @contextmanager
-def start_system(
+def bench_system(
     log_dir: Path, trace_dir: Path | None = None, extra_env: dict[str, str] | None = None
 ) -> Iterator[System]:
     """Start everything; on leaving the block (or an error, or Ctrl-C) stop all of it.
@@ -75,90 +79,36 @@ def start_system(
     the API's environment (to try a setting without changing code).
     """
     work = Path(tempfile.mkdtemp(prefix="taskflows-bench-"))
-    supervisor = Supervisor(log_dir)
-    embedded: EmbeddedPostgres | None = None
-    admin_url = ""
-    suffix = uuid.uuid4().hex[:8]
-    app_db, prefect_db = f"taskflows_bench_{suffix}", f"prefect_bench_{suffix}"
-    created_databases = False
-    try:
-        configured = os.environ.get("DATABASE_URL")
-        if configured:
-            admin_url = with_database(configured, "postgres")
-            progress(f"PostgreSQL: DATABASE_URL's server, fresh databases *_bench_{suffix}")
-        else:
-            progress(f"PostgreSQL: embedded, in {work / 'pg'}")
-            embedded = EmbeddedPostgres(work / "pg")
-            admin_url = embedded.start()
-        ensure_databases(admin_url, [app_db, prefect_db], {prefect_db: ["pg_trgm"]})
-        created_databases = True
-        database_url = with_database(admin_url, app_db)
-        _apply_migrations(database_url)
+    configured = os.environ.get("DATABASE_URL") or None
+    where = "DATABASE_URL's server, fresh databases *_bench_*" if configured else "embedded"
+    progress(f"PostgreSQL: {where}")
 
-        progress("starting the Prefect server (a fresh database is migrated first)")
-        prefect_port = free_port()
-        start_prefect_server(
-            prefect_port,
-            prefect_database_url(admin_url, prefect_db),
-            home=work / "prefect-home",
-            log_dir=log_dir,
-            supervisor=supervisor,
-            timeout=180,
-        )
-        prefect_api_url = f"http://127.0.0.1:{prefect_port}/api"
+    def trace_env(name: str, env: Mapping[str, str]) -> dict[str, str]:
+        return _trace_env(trace_dir, name, env) if name in ("worker", "api") else {}
+
+    try:
         with serve_agent() as agent:
-            api_port = free_port()
-            env = {
-                **prefect_env(prefect_api_url, home=work / "prefect-home"),
-                "DATABASE_URL": database_url,
-                "AGENT_API_URL": agent.url,
-                # `[delay=60]` prompts keep runs going during the API figures.
-                "AGENT_TIMEOUT_S": "180",
-                "API_PORT": str(api_port),
-                "PYTHONUNBUFFERED": "1",
-                **(extra_env or {}),
-            }
-            progress("starting the worker and the API")
-            worker = supervisor.start(
-                "worker",
-                worker_argv(),
-                env={**env, **_trace_env(trace_dir, "worker", env)},
-                cwd=PROJECT_ROOT,
-            )
-            api_url = f"http://127.0.0.1:{api_port}"
-            supervisor.start(
-                "api",
-                api_argv(api_port),
-                env={**env, **_trace_env(trace_dir, "api", env)},
-                cwd=PROJECT_ROOT,
-                ready_url=f"{api_url}/healthz",  # 200 once the worker is online too
-                ready_timeout=120,
-            )
-            yield System(
-                admin_url=admin_url,
-                database_url=database_url,
-                prefect_api_url=prefect_api_url,
-                api_url=api_url,
-                agent=agent,
-                supervisor=supervisor,
-                worker=worker,
-                env=env,
+            options = SystemOptions(
+                work_dir=work,
                 log_dir=log_dir,
-                embedded=embedded is not None,
-                trace_dir=trace_dir,
+                database_url=configured,
+                fresh_databases="bench",
+                agent_url=agent.url,
+                # `[delay=60]` prompts keep runs going during the API figures.
+                env={"AGENT_TIMEOUT_S": "180", **(extra_env or {})},
+                child_env=trace_env,
+                api_ready_timeout=120,
+                prefect_ready_timeout=180,
+                progress=progress,
             )
-            progress("stopping the API, the worker and the Prefect server")
+            with start_system(options) as running:
+                yield System(running, agent, trace_dir)
+                progress("stopping the API, the worker and the Prefect server")
     finally:
-        supervisor.stop_all()
-        if created_databases:
-            _drop_databases(admin_url, [app_db, prefect_db])
-        if embedded is not None:
-            with suppress(Exception):
-                embedded.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _trace_env(trace_dir: Path | None, name: str, env: dict[str, str]) -> dict[str, str]:
+def _trace_env(trace_dir: Path | None, name: str, env: Mapping[str, str]) -> dict[str, str]:
     if trace_dir is None:
         return {}
     trace_dir.mkdir(parents=True, exist_ok=True)
@@ -166,21 +116,6 @@ def _trace_env(trace_dir: Path | None, name: str, env: dict[str, str]) -> dict[s
     inherited = env.get("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
     path = os.pathsep.join(p for p in (hook, inherited) if p)
     return {"PYTHONPATH": path, "BENCH_TRACE_DIR": str(trace_dir), "BENCH_TRACE_NAME": name}
-
-
-def _apply_migrations(database_url: str) -> None:
-    from flows.database import apply_migrations
-
-    asyncio.run(apply_migrations(database_url))
-
-
-def _drop_databases(admin_url: str, names: Sequence[str]) -> None:
-    try:
-        with psycopg.connect(admin_url, autocommit=True, connect_timeout=10) as conn:
-            for name in names:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    except psycopg.Error as exc:
-        progress(f"could not drop the bench databases: {exc}")
 
 
 # -- helpers the figure groups share ---------------------------------------------------------

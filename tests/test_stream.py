@@ -31,8 +31,8 @@ from cli.sse import EventDecoder, events
 from flows.channels import EXECUTION_CHANGES
 from flows.database import create_pool
 from stack.demo_agent import DemoAgent
+from stack.ports import free_port
 from tests.conftest import System, wait_for_execution
-from tests.fake_agent import free_port
 
 DELAY_S = 0.3
 LISTEN_APP_NAME = "taskflows-api-live"

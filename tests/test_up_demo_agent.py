@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from flows.settings import PROJECT_ROOT
+from stack.ports import free_port
 from tests.conftest import System
-from tests.fake_agent import free_port
 
 # A worker stand-in: a real one would claim the other tests' runs for the demo agent.
 IDLE = f"{sys.executable} -c 'import time; time.sleep(3600)'"
