@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +74,8 @@ class SystemOptions:
     child_env: Callable[[str, Mapping[str, str]], Mapping[str, str]] | None = None
     # Start the worker again when it dies (`make up`); the tests kill workers on purpose.
     restart_worker: bool = False
+    # A stand-in for the worker's command (`up --worker-command`, for tests of `up` itself).
+    worker_command: Sequence[str] | None = None
     api_ready_timeout: float = 60.0
     prefect_ready_timeout: float = 120.0
     # Called with one line per step ("starting the API").
@@ -256,7 +258,7 @@ def _start(options: SystemOptions, started: _Started) -> System:
     progress("starting the worker")
     supervisor.start(
         "worker",
-        worker_argv(),
+        options.worker_command or worker_argv(),
         env=child_env("worker"),
         restart=options.restart_worker,
         cwd=PROJECT_ROOT,

@@ -7,12 +7,16 @@ an agent is configured; on port 8080, or on a free port when 8080 is taken), the
 (restarted if it dies) and the API. What is `up`'s own:
 the settings it reads, one banner that says where everything is, and the signals. Ctrl-C or
 SIGTERM stops what was started, in reverse order, and exits 0.
+
+`--worker-command` replaces the worker's command line (a stand-in for tests of `up`); it may
+use `{python}`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 import time
@@ -73,6 +77,7 @@ def _options(settings: Settings, args: argparse.Namespace) -> SystemOptions:
         api_host=args.host,
         api_port=args.port,
         restart_worker=True,
+        worker_command=_worker_command(args.worker_command),
         progress=_progress,
     )
 
@@ -83,6 +88,12 @@ def _watch(supervisor: Supervisor) -> None:
         for child in supervisor.failed():
             raise ChildFailed(f"{child.name} stopped unexpectedly; {child.log_tail()}")
         time.sleep(0.5)
+
+
+def _worker_command(template: str | None) -> list[str] | None:
+    if template is None:
+        return None
+    return [part.format(python=sys.executable) for part in shlex.split(template)]
 
 
 def _banner(system: System, settings: Settings) -> str:
@@ -115,6 +126,7 @@ def _parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespac
     )
     parser.add_argument("--host", default=settings.api_host, help="API host (API_HOST)")
     parser.add_argument("--port", type=int, default=settings.api_port, help="API port (API_PORT)")
+    parser.add_argument("--worker-command", help="a stand-in for the worker (tests)")
     return parser.parse_args(argv)
 
 
