@@ -23,11 +23,9 @@ from typing import Any
 
 import yaml
 
+from flows.errors import TaskFlowFileError
+
 FIELDS = ("call_name", "agent", "description", "prompts")
-
-
-class TaskFlowFileError(ValueError):
-    """The file cannot be read as task flows; the message names the file and the problem."""
 
 
 def portable(task_flow: dict[str, Any]) -> dict[str, Any]:

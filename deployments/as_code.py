@@ -45,16 +45,13 @@ from prefect.utilities.callables import parameter_schema
 from deployments.schedules import schedules_to_keep
 from deployments.sync import ENTRYPOINT, WORKER_TYPE, deployment_tags, prefect_flow_name
 from flows.database import create_pool
+from flows.errors import AsCodeError
 from flows.settings import get_settings
 from flows.task_flow_store import TaskFlow, TaskFlowStore
 from flows.taskflow import run_task_flow
 
 # Where deployments/Dockerfile puts the project inside the image.
 DEFAULT_CODE_DIR = "/opt/taskflows"
-
-
-class AsCodeError(RuntimeError):
-    """A problem the operator can fix; printed as one sentence."""
 
 
 @dataclass(frozen=True)

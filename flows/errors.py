@@ -39,6 +39,27 @@ class AgentError(TaskflowsError):
         self.attempts = 1  # set by the prompt task: how many times the prompt was sent
 
 
+# -- clients and tools ---------------------------------------------------------------------
+
+
+class ApiError(TaskflowsError):
+    """The CLI's request to the taskflows API failed; the message says why in one sentence.
+    `status` is the HTTP status (None when the API could not be reached at all)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TaskFlowFileError(TaskflowsError, ValueError):
+    """A task flow file cannot be read as task flows; the message names the file and the
+    problem."""
+
+
+class AsCodeError(TaskflowsError):
+    """Deployments as code cannot be applied for a reason the operator can fix."""
+
+
 # -- running the stack on one machine (stack/) ------------------------------------------------
 
 

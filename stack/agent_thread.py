@@ -18,6 +18,7 @@ from typing import Any
 
 import uvicorn
 
+from flows.errors import StartError
 from stack.demo_agent import DemoAgent, create_app
 from stack.ports import free_port
 
@@ -52,7 +53,7 @@ def serve_demo_agent(
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
             server.should_exit = True
-            raise RuntimeError("the demo agent did not start")
+            raise StartError(f"The demo agent did not start within {start_timeout:.0f} s.")
         time.sleep(0.02)
     try:
         yield agent, f"http://127.0.0.1:{port}"
