@@ -19,10 +19,9 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from api.body_limit import BodySizeLimit
-from api.config import MAX_BODY_BYTES, ApiSettings
 from api.cors import JsonCORSMiddleware
 from api.deps import SAFE_METHODS, require_token
-from api.errors import install_error_handlers
+from api.errors import MAX_BODY_BYTES, install_error_handlers
 from api.resources import open_resources
 from api.routes import (
     agents,
@@ -42,16 +41,13 @@ from flows.settings import Settings, get_settings
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
-def create_app(
-    settings: Settings | None = None, api_settings: ApiSettings | None = None
-) -> FastAPI:
+def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; `settings` default to the environment's."""
     settings = settings or get_settings()
-    api_settings = api_settings or ApiSettings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_resources(settings, api_settings) as resources:
+        async with open_resources(settings) as resources:
             app.state.resources = resources
             # Keeps executions honest when workers die; see deployments/reconciler.py.
             reconciler = asyncio.create_task(
@@ -74,10 +70,10 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
-    if api_settings.cors_origins:
+    if settings.cors_origins:
         app.add_middleware(
             JsonCORSMiddleware,
-            allow_origins=api_settings.cors_origins,
+            allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-Match"],
             expose_headers=["ETag", "Location", "Idempotent-Replayed"],
@@ -97,7 +93,7 @@ def create_app(
     ):
         app.include_router(module.router)
 
-    _document_security(app, token_required=api_settings.api_token is not None)
+    _document_security(app, token_required=settings.api_token is not None)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

@@ -81,7 +81,7 @@ async def require_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
     """Refuse a write without the configured bearer token; reads stay open."""
-    token = resources.api_settings.api_token
+    token = resources.settings.api_token
     if token is None or request.method in SAFE_METHODS:
         return
     sent = credentials.credentials if credentials is not None else ""

@@ -20,7 +20,6 @@ from prefect.exceptions import PrefectHTTPStatusError
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException
 
-from api.config import MAX_BODY_BYTES
 from api.validation_messages import describe_error, summarize
 from flows.errors import ConflictError, NotFoundError, OrchestratorUnavailable, TaskflowsError
 
@@ -29,6 +28,8 @@ logger = logging.getLogger("taskflows.api")
 DATABASE_UNAVAILABLE = "The database is unavailable; try again in a moment."
 PREFECT_UNAVAILABLE = "The Prefect API is unreachable; try again in a moment."
 INTERNAL_ERROR = "Something went wrong on the server; the error has been logged."
+# The largest request body the API reads (api/body_limit.py refuses more with 413).
+MAX_BODY_BYTES = 1024 * 1024
 
 _STATUS_OF: dict[type[TaskflowsError], int] = {
     NotFoundError: 404,

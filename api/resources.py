@@ -16,7 +16,6 @@ import httpx
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from api.config import ApiSettings
 from api.live import ExecutionFeed, open_execution_feed
 from flows.database import Pool, create_pool
 from flows.settings import Settings
@@ -29,7 +28,6 @@ class Resources:
     """Everything opened once per process and shared by all requests."""
 
     settings: Settings
-    api_settings: ApiSettings
     pool: Pool
     prefect: PrefectClient
     agent_http: httpx.AsyncClient
@@ -37,7 +35,7 @@ class Resources:
 
 
 @asynccontextmanager
-async def open_resources(settings: Settings, api_settings: ApiSettings) -> AsyncIterator[Resources]:
+async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     """Open the pool and the clients; close them all on exit, whatever happened."""
     async with AsyncExitStack() as stack:
         pool = create_pool(
@@ -51,12 +49,11 @@ async def open_resources(settings: Settings, api_settings: ApiSettings) -> Async
             open_execution_feed(
                 database_url=settings.resolved_database_url(),
                 pool=pool,
-                prefect_ui_url=settings.prefect_ui_url(),
+                prefect_ui_url=settings.resolved_prefect_ui_url(),
             )
         )
         yield Resources(
             settings=settings,
-            api_settings=api_settings,
             pool=pool,
             prefect=prefect,
             agent_http=agent_http,

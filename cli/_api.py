@@ -1,9 +1,9 @@
 """The CLI's client of the taskflows REST API: where it is, the token, errors as sentences.
 
 `TASKFLOWS_API_URL` (default `http://127.0.0.1:$API_PORT`, port 8000) and
-`TASKFLOWS_API_TOKEN` (sent as a bearer token when set). Every failure becomes an
-`ApiError` whose message is one sentence for people: the API's own `error` sentence, or
-why the API could not be reached.
+`TASKFLOWS_API_TOKEN` (sent as a bearer token when set), read with the one `Settings` afresh
+for every command. Every failure becomes an `ApiError` whose message is one sentence for
+people: the API's own `error` sentence, or why the API could not be reached.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import ValidationError
+
+from flows.errors import ApiError
+from flows.settings import Settings, settings_problem
 
 from cli import sse
 
@@ -25,42 +27,15 @@ STREAM_READ_TIMEOUT_S = 40.0
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
-class CliSettings(BaseSettings):
-    """Where the CLI finds the API. Read afresh for every command."""
-
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
-
-    taskflows_api_url: str | None = None
-    taskflows_api_token: SecretStr | None = None
-    api_port: int = 8000
-
-    @field_validator("taskflows_api_url", "taskflows_api_token", mode="before")
-    @classmethod
-    def _blank_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    def api_url(self) -> str:
-        return (self.taskflows_api_url or f"http://127.0.0.1:{self.api_port}").rstrip("/")
-
-
-class ApiError(Exception):
-    """A request failed; the message says why in one sentence. `status` is the HTTP status
-    (None when the API could not be reached at all)."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 class ApiClient:
     """Thin, synchronous: every method returns the decoded JSON body or raises `ApiError`."""
 
-    def __init__(self, settings: CliSettings | None = None) -> None:
-        settings = settings or CliSettings()
-        self.base_url = settings.api_url()
+    def __init__(self, settings: Settings | None = None) -> None:
+        settings = settings or _read_settings()
+        self.base_url = settings.resolved_api_url()
         headers = {"User-Agent": "taskflows-cli"}
-        if settings.taskflows_api_token is not None:
-            headers["Authorization"] = f"Bearer {settings.taskflows_api_token.get_secret_value()}"
+        if settings.api_token is not None:
+            headers["Authorization"] = f"Bearer {settings.api_token.get_secret_value()}"
         # A proxy from the environment must not intercept a loopback API.
         loopback = (urlsplit(self.base_url).hostname or "") in LOOPBACK
         self._http = httpx.Client(
@@ -146,6 +121,15 @@ class ApiClient:
         if response.status_code == 401:
             sentence += " Set TASKFLOWS_API_TOKEN to the API's token."
         return ApiError(sentence, response.status_code)
+
+
+def _read_settings() -> Settings:
+    # Afresh, not the cached process-wide settings: tests change the environment between
+    # commands run in one process.
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ApiError(settings_problem(exc)) from None
 
 
 def _json_or_text(text: str) -> Any:

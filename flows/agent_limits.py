@@ -11,44 +11,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 from prefect.client.orchestration import get_client
 from prefect.concurrency.asyncio import concurrency
 from prefect.exceptions import ObjectAlreadyExists
 
-
-@dataclass(frozen=True)
-class AgentLimits:
-    default: int | None = None
-    per_agent: dict[str, int] = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, spec: str | None) -> AgentLimits:
-        """Read `AGENT_CONCURRENCY`; raise ValueError with a sentence on bad input."""
-        default: int | None = None
-        per_agent: dict[str, int] = {}
-        for part in (spec or "").split(","):
-            part = part.strip()
-            if not part:
-                continue
-            name, _, value = part.rpartition("=")
-            try:
-                limit = int(value)
-            except ValueError:
-                raise ValueError(
-                    f"AGENT_CONCURRENCY: {part!r} is not a number or NAME=NUMBER"
-                ) from None
-            if limit < 1:
-                raise ValueError(f"AGENT_CONCURRENCY: {part!r} must be at least 1")
-            if name:
-                per_agent[name.strip()] = limit
-            else:
-                default = limit
-        return cls(default, per_agent)
-
-    def limit_for(self, agent: str) -> int | None:
-        return self.per_agent.get(agent, self.default)
+# The parsed setting lives with the settings, which must not import Prefect.
+from flows.settings import AgentLimits
 
 
 def limit_name(agent: str) -> str:

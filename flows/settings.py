@@ -1,27 +1,37 @@
-"""One settings object for every process (API, worker, `up`), read from the environment.
+"""One settings object for every process (API, worker, `up`, the CLI), read from the
+environment. An environment variable set to a blank value counts as unset.
 
 The seed's variable names keep working: `DB_HOST`, `DB_PORT`, `DB_NAME`, `DB_USER`,
 `DB_PASSWORD` build the database URL when `DATABASE_URL` is not set, and `AGENT_API_HOST` /
-`AGENT_API_PORT` build the agent's URL when `AGENT_API_URL` is not set.
+`AGENT_API_PORT` build the agent's URL when `AGENT_API_URL` is not set. Fields whose
+variable has a `TASKFLOWS_` prefix name it in `validation_alias`. An unsafe or unreadable
+value stops a process at start-up rather than leaving it half configured.
+
+This module stays light (no database, no Prefect): the HTTP-only CLI imports it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
-from urllib.parse import quote
+from typing import Annotated, Any, Literal
+from urllib.parse import quote, urlsplit
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MIN_TOKEN_LENGTH = 16
 
 
 class Settings(BaseSettings):
     """Everything configurable, with the defaults `make up` uses."""
 
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+    # hide_input_in_errors: a refused token must not be printed in the start-up error.
+    model_config = SettingsConfigDict(
+        env_file=None, extra="ignore", case_sensitive=False, hide_input_in_errors=True
+    )
 
     # Database: DATABASE_URL wins; otherwise the seed's DB_* variables; otherwise `up`
     # starts the embedded PostgreSQL and passes its URL on as DATABASE_URL.
@@ -53,9 +63,22 @@ class Settings(BaseSettings):
     # The facade.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # When set, the API wants `Authorization: Bearer <token>` (api/deps.py), and the CLI
+    # sends it.
+    api_token: SecretStr | None = Field(default=None, validation_alias="taskflows_api_token")
+    # Browser origins allowed to call the API from another site (comma separated); none by
+    # default.
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default=[], validation_alias="taskflows_cors_origins"
+    )
+    # Where the CLI finds the API; http://127.0.0.1:$API_PORT when unset.
+    api_url: str | None = Field(default=None, validation_alias="taskflows_api_url")
 
     # Prefect.
     prefect_api_url: str | None = None
+    # Prefect's own setting; the links to flow runs and deployments start with it. When
+    # unset: the API URL without `/api` (a self-hosted server's layout).
+    prefect_ui_url: str | None = None
     work_pool: str = "taskflows"
     worker_concurrency: int = Field(default=50, ge=1, le=1000)
     worker_poll_s: float = Field(default=5.0, gt=0)
@@ -70,18 +93,48 @@ class Settings(BaseSettings):
 
     data_dir: Path = PROJECT_ROOT / ".data"
 
-    @field_validator("agent_api_url", "database_url", "prefect_api_url", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _blank_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
+    def _blank_is_unset(cls, values: Any) -> Any:
+        # `FOO=` in a shell or an env file means "not set": the default applies.
+        if isinstance(values, dict):
+            return {k: v for k, v in values.items() if not (isinstance(v, str) and not v.strip())}
+        return values
 
     @field_validator("agent_concurrency")
     @classmethod
     def _valid_agent_concurrency(cls, value: str | None) -> str | None:
-        from flows.agent_limits import AgentLimits
-
         AgentLimits.parse(value)  # refuse to start with a limit nobody can read
         return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",")]
+        if isinstance(value, list):
+            origins = [str(origin).rstrip("/") for origin in value if str(origin).strip()]
+            for origin in origins:
+                parts = urlsplit(origin)
+                if origin != "*" and (
+                    parts.scheme not in ("http", "https") or not parts.netloc or parts.path
+                ):
+                    raise ValueError(
+                        f"TASKFLOWS_CORS_ORIGINS: {origin!r} is not an origin such as "
+                        "https://example.com or http://localhost:3000"
+                    )
+            return origins
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_weak_token(self) -> Settings:
+        token = self.api_token
+        if token is not None and len(token.get_secret_value().strip()) < MIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"TASKFLOWS_API_TOKEN is too short to protect anything: use at least "
+                f"{MIN_TOKEN_LENGTH} random characters (or unset it)"
+            )
+        return self
 
     @property
     def database_configured(self) -> bool:
@@ -120,10 +173,65 @@ class Settings(BaseSettings):
     def resolved_prefect_api_url(self) -> str:
         return (self.prefect_api_url or "http://127.0.0.1:4200/api").rstrip("/")
 
-    def prefect_ui_url(self) -> str:
-        """Base URL of the Prefect UI that belongs to the API URL (self-hosted layout)."""
+    def resolved_prefect_ui_url(self) -> str:
+        """Base URL of the Prefect UI: `PREFECT_UI_URL`, else the API URL without `/api`."""
+        if self.prefect_ui_url:
+            return self.prefect_ui_url.rstrip("/")
         api = self.resolved_prefect_api_url()
         return api[: -len("/api")] if api.endswith("/api") else api
+
+    def resolved_api_url(self) -> str:
+        """Where the CLI finds the taskflows API."""
+        return (self.api_url or f"http://127.0.0.1:{self.api_port}").rstrip("/")
+
+
+@dataclass(frozen=True)
+class AgentLimits:
+    """`AGENT_CONCURRENCY` read: a limit for every agent and overrides per agent name.
+
+    `"4"`, `"4,gpt-4o=2"`, or `"gpt-4o=2"` (only that agent limited); see flows/agent_limits.py
+    for how the limits are enforced.
+    """
+
+    default: int | None = None
+    per_agent: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, spec: str | None) -> AgentLimits:
+        """Read `AGENT_CONCURRENCY`; raise ValueError with a sentence on bad input."""
+        default: int | None = None
+        per_agent: dict[str, int] = {}
+        for part in (spec or "").split(","):
+            part = part.strip()
+            if not part:
+                continue
+            name, _, value = part.rpartition("=")
+            try:
+                limit = int(value)
+            except ValueError:
+                raise ValueError(
+                    f"AGENT_CONCURRENCY: {part!r} is not a number or NAME=NUMBER"
+                ) from None
+            if limit < 1:
+                raise ValueError(f"AGENT_CONCURRENCY: {part!r} must be at least 1")
+            if name:
+                per_agent[name.strip()] = limit
+            else:
+                default = limit
+        return cls(default, per_agent)
+
+    def limit_for(self, agent: str) -> int | None:
+        return self.per_agent.get(agent, self.default)
+
+
+def settings_problem(error: ValidationError) -> str:
+    """The sentences of a refused setting, for people (never the refused value itself)."""
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]).upper()
+        message = str(item["msg"]).removeprefix("Value error, ")
+        problems.append(message if not where or where in message else f"{where}: {message}")
+    return "The environment holds a setting taskflows cannot use: " + "; ".join(problems) + "."
 
 
 def _environ() -> dict[str, str]:

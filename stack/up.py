@@ -108,7 +108,7 @@ def _banner(system: System, settings: Settings) -> str:
     rows = [
         ("API", system.api_url),
         ("API docs", f"{system.api_url}/docs"),
-        ("Prefect UI", settings.prefect_ui_url()),
+        ("Prefect UI", settings.resolved_prefect_ui_url()),
         ("Database", database),
         ("Agent", agent),
         ("Logs", _short(system.supervisor.log_dir) + "/"),

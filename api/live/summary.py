@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from api.schemas import ExecutionCore
 from flows.database import Pool
+from flows.prefect_links import flow_run_url
 
 # Long texts are cut to this many characters; GET /api/executions/{id} has them all.
 PREVIEW_CHARS = 2000
@@ -81,9 +82,7 @@ def summary_json(row: dict[str, Any], *, prefect_ui_url: str) -> str:
         {
             **row,
             "last_result": last,
-            "prefect_url": (
-                f"{prefect_ui_url}/runs/flow-run/{flow_run_id}" if flow_run_id else None
-            ),
+            "prefect_url": flow_run_url(prefect_ui_url, flow_run_id),
         }
     )
     return summary.model_dump_json()

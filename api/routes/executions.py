@@ -15,6 +15,7 @@ from api.params import ExecutionId, error_responses
 from api.schemas import MAX_ID, ExecutionOut, PartialResponse
 from flows.errors import NotFoundError
 from flows.execution_store import Execution
+from flows.prefect_links import flow_run_url
 from flows.settings import Settings
 
 router = APIRouter(
@@ -28,10 +29,7 @@ BeforeId = Annotated[
 
 
 def to_execution_out(execution: Execution, settings: Settings) -> ExecutionOut:
-    flow_run_id = execution.get("flow_run_id")
-    prefect_url = (
-        f"{settings.prefect_ui_url()}/runs/flow-run/{flow_run_id}" if flow_run_id else None
-    )
+    prefect_url = flow_run_url(settings.resolved_prefect_ui_url(), execution.get("flow_run_id"))
     return ExecutionOut.model_validate({**execution, "prefect_url": prefect_url})
 
 

@@ -25,6 +25,7 @@ from deployments.schedules import (
 )
 from deployments.sync import sync_deployment
 from flows.errors import NotFoundError
+from flows.prefect_links import deployment_url
 from flows.settings import Settings
 from flows.task_flow_store import TaskFlow
 
@@ -48,7 +49,7 @@ def to_schedule_out(
         other_schedules=schedule.other_schedules,
         deployment_id=schedule.deployment_id,
         schedule_id=schedule.schedule_id,
-        prefect_url=f"{settings.prefect_ui_url()}/deployments/deployment/{schedule.deployment_id}",
+        prefect_url=deployment_url(settings.resolved_prefect_ui_url(), schedule.deployment_id),
     )
 
 
