@@ -16,10 +16,9 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import ValidationError
 
+from cli import sse
 from flows.errors import ApiError
 from flows.settings import Settings, settings_problem
-
-from cli import sse
 
 TIMEOUT_S = 30.0
 # The event stream sends a heartbeat every 15 s; silence for longer means it is stuck.
