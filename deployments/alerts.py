@@ -36,6 +36,7 @@ from prefect.events.schemas.automations import (
 from prefect.exceptions import ObjectNotFound
 
 from deployments.sync import task_flow_tag
+from flows.prefect_links import flow_run_url
 from flows.task_flow_store import TaskFlow
 
 # What a user can ask to be told about, and the flow-run events that mean it.
@@ -81,7 +82,8 @@ def _body(page_url: str, prefect_ui_url: str) -> str:
             "State: {{ flow_run.state.name }}",
             "Error: {{ flow_run.state.message or 'none given' }}",
             f"Page: {page_url.rstrip('/')}/#execution-{execution}",
-            f"Prefect UI: {prefect_ui_url.rstrip('/')}/runs/flow-run/{{{{ flow_run.id }}}}",
+            # The flow run's id is filled in by Prefect's template when the alert fires.
+            f"Prefect UI: {flow_run_url(prefect_ui_url.rstrip('/'), '{{ flow_run.id }}')}",
         ]
     )
 

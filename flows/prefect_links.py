@@ -1,4 +1,5 @@
-"""Links into the Prefect UI, built in one place (the API's answers, the live stream).
+"""Links into the Prefect UI, built in one place (the API's answers, the live stream, the
+alert messages).
 
 The base is `Settings.resolved_prefect_ui_url()`: Prefect's `PREFECT_UI_URL` when set,
 otherwise the Prefect API URL without `/api`.
@@ -18,3 +19,8 @@ def flow_run_url(ui_url: str, flow_run_id: object | None) -> str | None:
 def deployment_url(ui_url: str, deployment_id: object) -> str:
     """The deployment's page (its runs, its schedules)."""
     return f"{ui_url}/deployments/deployment/{deployment_id}"
+
+
+def automation_url(ui_url: str, automation_id: object) -> str:
+    """The automation's page (a task flow's alert)."""
+    return f"{ui_url}/automations/automation/{automation_id}"

@@ -15,6 +15,7 @@ from api.schemas import AlertIn, AlertOut, Deleted
 from deployments.alerts import Alert, read_alert, remove_alert, set_alert
 from deployments.sync import sync_deployment
 from flows.errors import NotFoundError
+from flows.prefect_links import automation_url
 from flows.settings import Settings
 from flows.task_flow_store import TaskFlow
 
@@ -30,7 +31,7 @@ def to_alert_out(task_flow: TaskFlow, alert: Alert, settings: Settings) -> Alert
         enabled=alert.enabled,
         automation_id=alert.automation_id,
         automation_name=alert.name,
-        prefect_url=f"{settings.prefect_ui_url()}/automations/automation/{alert.automation_id}",
+        prefect_url=automation_url(settings.resolved_prefect_ui_url(), alert.automation_id),
     )
 
 
@@ -68,7 +69,7 @@ async def set_task_flow_alert(
         enabled=body.enabled,
         # Links in the message lead to the page at the address the user reached us by.
         page_url=str(request.base_url),
-        prefect_ui_url=settings.prefect_ui_url(),
+        prefect_ui_url=settings.resolved_prefect_ui_url(),
     )
     return to_alert_out(task_flow, alert, settings)
 
