@@ -14,8 +14,9 @@ import psycopg
 
 from bench.baseline import CHANNEL, LISTENER_NAME
 from bench.system import Row, System
+from flows.errors import ChildFailed
 from flows.settings import PROJECT_ROOT
-from stack.supervisor import Child, ChildFailed
+from stack.supervisor import Child
 
 
 @dataclass
