@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 
 from prefect.client.orchestration import PrefectClient
 
@@ -27,8 +28,8 @@ DEPLOYMENT_FIELDS = ("call_name", "description", "agent")
 
 def deployment_outdated(before: TaskFlow, after: TaskFlow) -> bool:
     """True when an update changed what the deployment shows, or it has none yet."""
-    return after.get("deployment_id") is None or any(
-        before.get(field) != after.get(field) for field in DEPLOYMENT_FIELDS
+    return after.deployment_id is None or any(
+        getattr(before, field) != getattr(after, field) for field in DEPLOYMENT_FIELDS
     )
 
 
@@ -43,11 +44,11 @@ async def sync_quietly(
         logger.warning(
             "Saved task flow %s but could not sync its Prefect deployment (%r); "
             "the worker's resync will repair it.",
-            task_flow["id"],
+            task_flow.id,
             exc,
         )
         return task_flow
-    return {**task_flow, "deployment_id": deployment_id}
+    return replace(task_flow, deployment_id=deployment_id)
 
 
 async def remove_quietly(prefect: PrefectClient, task_flow: TaskFlow) -> None:
@@ -59,6 +60,6 @@ async def remove_quietly(prefect: PrefectClient, task_flow: TaskFlow) -> None:
         logger.warning(
             "Deleted task flow %s but could not delete its Prefect deployment (%r); "
             "the worker's resync will remove it.",
-            task_flow["id"],
+            task_flow.id,
             exc,
         )

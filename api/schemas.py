@@ -137,6 +137,9 @@ class TaskFlowPatch(_Input):
 
 
 class TaskFlowOut(BaseModel):
+    # Built from the store's rows (dataclasses).
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     call_name: str
     description: str
@@ -153,6 +156,8 @@ class MemoryIn(_Input):
 
 
 class MemoryOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     content: str
     created_at: datetime

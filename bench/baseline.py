@@ -37,13 +37,20 @@ INSERT = """
     VALUES (%s, 'running', %s, %s, %s, %s, 'cli', %s)
     RETURNING id
 """
-# The same statement as ExecutionStore.update_execution_progress.
+# The same statement as ExecutionStore.update_execution_progress: the result as a row of
+# its own and the execution's index moved, in one statement.
 APPEND = """
-    UPDATE flow_executions
-    SET prompt_results = prompt_results || jsonb_build_array(%s::jsonb),
-        current_prompt_index = GREATEST(current_prompt_index, %s),
-        updated_at = now()
-    WHERE id = %s AND status = 'running'
+    WITH moved AS (
+        UPDATE flow_executions
+        SET current_prompt_index = GREATEST(current_prompt_index, %(next)s),
+            updated_at = now()
+        WHERE id = %(id)s AND status = 'running'
+        RETURNING id
+    )
+    INSERT INTO execution_results (execution_id, prompt_index, success, started_at, item)
+    SELECT moved.id, %(index)s, %(success)s, %(started_at)s::timestamptz, %(result)s
+    FROM moved
+    ON CONFLICT (execution_id, prompt_index, started_at) DO NOTHING
 """
 COMPLETE = """
     UPDATE flow_executions
@@ -93,7 +100,17 @@ class Runner:
                 result = await self.prompt(flow["agent"], index, prompt, memories)
                 async with self.pool.connection() as conn:
                     next_index = index + 1 if result["success"] else index
-                    await conn.execute(APPEND, (Jsonb(result), next_index, execution_id))
+                    await conn.execute(
+                        APPEND,
+                        {
+                            "next": next_index,
+                            "id": execution_id,
+                            "index": index,
+                            "success": bool(result["success"]),
+                            "started_at": result.get("started_at"),
+                            "result": Jsonb(result),
+                        },
+                    )
                 if not result["success"]:
                     error = f"Prompt {index + 1} of {len(prompts)} failed: {result['error']}"
                     break

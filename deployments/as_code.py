@@ -67,7 +67,7 @@ class PoolTarget:
 
 
 def deployment_name(task_flow: TaskFlow, target: PoolTarget) -> str:
-    return f"{task_flow['call_name']}@{target.work_pool}"
+    return f"{task_flow.call_name}@{target.work_pool}"
 
 
 def deployment_spec(task_flow: TaskFlow, target: PoolTarget) -> dict[str, Any]:
@@ -85,13 +85,13 @@ def deployment_spec(task_flow: TaskFlow, target: PoolTarget) -> dict[str, Any]:
         "pull_steps": [
             {"prefect.deployments.steps.set_working_directory": {"directory": target.code_dir}}
         ],
-        "parameters": {"flow_id": task_flow["id"]},
+        "parameters": {"flow_id": task_flow.id},
         "parameter_openapi_schema": parameter_schema(run_task_flow).model_dump_for_openapi(),
         "job_variables": job_variables,
         "tags": [*deployment_tags(task_flow), f"pool:{target.work_pool}"],
         "description": (
-            f"Task flow {task_flow['call_name']!r} in containers of pool {target.work_pool!r}. "
-            + (task_flow.get("description") or "")
+            f"Task flow {task_flow.call_name!r} in containers of pool {target.work_pool!r}. "
+            + (task_flow.description or "")
         ).strip(),
     }
 
@@ -149,7 +149,7 @@ async def _select(task_flows: TaskFlowStore, names: Sequence[str]) -> list[TaskF
     every = await task_flows.list_task_flows()
     if not names:
         return every
-    by_name = {task_flow["call_name"]: task_flow for task_flow in every}
+    by_name = {task_flow.call_name: task_flow for task_flow in every}
     unknown = [name for name in names if name not in by_name]
     if unknown:
         raise AsCodeError(f"No task flow is called {', '.join(map(repr, unknown))}.")

@@ -32,20 +32,20 @@ async def cancel_execution(
     *, pool: Pool, prefect: PrefectClient, execution: Execution
 ) -> Execution:
     executions = ExecutionStore(pool)
-    if execution["status"] in FINAL_STATUSES:
+    if execution.status in FINAL_STATUSES:
         raise ConflictError(
-            f"Execution {execution['id']} already ended ({execution['status']}); "
+            f"Execution {execution.id} already ended ({execution.status}); "
             "there is nothing to cancel."
         )
-    if not await executions.complete_execution(execution["id"], "cancelled", CANCEL_REASON):
-        current = await executions.get_execution(execution["id"])
+    if not await executions.complete_execution(execution.id, "cancelled", CANCEL_REASON):
+        current = await executions.get_execution(execution.id)
         assert current is not None
         raise ConflictError(
-            f"Execution {execution['id']} ended ({current['status']}) before it could be cancelled."
+            f"Execution {execution.id} ended ({current.status}) before it could be cancelled."
         )
-    if execution.get("flow_run_id"):
+    if execution.flow_run_id:
         await _cancel_flow_run(prefect, execution)
-    cancelled = await executions.get_execution(execution["id"])
+    cancelled = await executions.get_execution(execution.id)
     assert cancelled is not None
     return cancelled
 
@@ -53,8 +53,10 @@ async def cancel_execution(
 async def _cancel_flow_run(prefect: PrefectClient, execution: Execution) -> None:
     # The execution is already cancelled; Prefect's side is best effort (the worker also
     # stops the run from the execution's NOTIFY, and the reconciler settles leftovers).
+    if execution.flow_run_id is None:
+        return
     try:
-        flow_run = await prefect.read_flow_run(execution["flow_run_id"])
+        flow_run = await prefect.read_flow_run(execution.flow_run_id)
         if flow_run.state is None or flow_run.state.is_final():
             return
         if flow_run.state.type in _NOT_STARTED:
@@ -64,7 +66,7 @@ async def _cancel_flow_run(prefect: PrefectClient, execution: Execution) -> None
         else:
             await prefect.set_flow_run_state(flow_run.id, Cancelling(message=CANCEL_REASON))
     except Exception as exc:
-        logger.warning("Could not cancel flow run of execution %s: %r", execution["id"], exc)
+        logger.warning("Could not cancel flow run of execution %s: %r", execution.id, exc)
 
 
 async def retry_execution(
@@ -75,20 +77,26 @@ async def retry_execution(
     idempotency_key: str | None = None,
 ) -> tuple[Execution, bool]:
     """Queue a new execution resuming `execution`; return `(new execution, created)`."""
-    if execution["status"] not in ("failed", "cancelled"):
+    if execution.status not in ("failed", "cancelled"):
         raise ConflictError(
-            f"Execution {execution['id']} is {execution['status']}; only failed or "
+            f"Execution {execution.id} is {execution.status}; only failed or "
             "cancelled executions can be retried."
         )
     task_flows = TaskFlowStore(pool)
-    task_flow = await task_flows.find_task_flow(execution["flow_id"])
+    task_flow = await task_flows.find_task_flow(execution.flow_id)
     if task_flow is None:
         raise ConflictError(
-            f"The task flow of execution {execution['id']} was deleted; its history is kept "
+            f"The task flow of execution {execution.id} was deleted; its history is kept "
             "but it can no longer run."
         )
-    retry, created = await ExecutionStore(pool).create_retry(
-        execution, idempotency_key=idempotency_key
+    retry, created = await ExecutionStore(pool).create_execution(
+        flow_id=execution.flow_id,
+        call_name=execution.call_name,
+        agent=execution.agent,
+        prompts=execution.prompts,
+        trigger="retry",
+        retry_of=execution.id,
+        idempotency_key=idempotency_key,
     )
     if not created:
         return retry, False

@@ -6,6 +6,7 @@ The caller gets the execution back at once; a worker picks the flow run up.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -40,10 +41,10 @@ async def start_run(
     """
     executions = ExecutionStore(pool)
     execution, created = await executions.create_execution(
-        flow_id=task_flow["id"],
-        call_name=task_flow["call_name"],
-        agent=task_flow["agent"],
-        prompts=list(task_flow["prompts"]),
+        flow_id=task_flow.id,
+        call_name=task_flow.call_name,
+        agent=task_flow.agent,
+        prompts=list(task_flow.prompts),
         trigger=trigger,
         retry_of=retry_of,
         idempotency_key=idempotency_key,
@@ -67,30 +68,30 @@ async def launch_execution(
     try:
         flow_run = await _create_flow_run(pool, prefect, task_flow, execution)
     except (httpx.HTTPError, PrefectHTTPStatusError) as exc:
-        logger.warning("Could not create the flow run of execution %s: %r", execution["id"], exc)
+        logger.warning("Could not create the flow run of execution %s: %r", execution.id, exc)
         message = "Could not start the run: the Prefect API did not accept the flow run."
-        await executions.complete_execution(execution["id"], "failed", message)
+        await executions.complete_execution(execution.id, "failed", message)
         raise OrchestratorUnavailable(message) from None
     except BaseException:
         # Whatever else went wrong, the execution must not stay queued forever.
         await executions.complete_execution(
-            execution["id"], "failed", "Could not start the run: an internal error occurred."
+            execution.id, "failed", "Could not start the run: an internal error occurred."
         )
         raise
-    await executions.set_flow_run(execution["id"], flow_run.id)
+    await executions.set_flow_run(execution.id, flow_run.id)
     await wake_workers(pool, flow_run)
-    return {**execution, "flow_run_id": flow_run.id}
+    return replace(execution, flow_run_id=flow_run.id)
 
 
 async def _create_flow_run(
     pool: Pool, prefect: PrefectClient, task_flow: TaskFlow, execution: Execution
 ) -> FlowRun:
     arguments: dict[str, Any] = {
-        "parameters": {"flow_id": task_flow["id"], "execution_id": execution["id"]},
-        "name": flow_run_name(task_flow["call_name"], execution["id"]),
-        "tags": [f"trigger:{execution['trigger']}"],
+        "parameters": {"flow_id": task_flow.id, "execution_id": execution.id},
+        "name": flow_run_name(task_flow.call_name, execution.id),
+        "tags": [f"trigger:{execution.trigger}"],
     }
-    deployment_id = task_flow.get("deployment_id")
+    deployment_id = task_flow.deployment_id
     if deployment_id is not None:
         try:
             return await prefect.create_flow_run_from_deployment(deployment_id, **arguments)

@@ -26,7 +26,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.states import Crashed
 
 from flows.database import Pool
-from flows.execution_store import ExecutionStore
+from flows.execution_store import Execution, ExecutionStore
 from flows.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -47,18 +47,18 @@ async def reconcile_once(pool: Pool, prefect: PrefectClient, settings: Settings)
     counts = {"crashed": 0, "ended_in_prefect": 0, "never_started": 0}
 
     for execution in await executions.list_expired_leases(settings.lease_expiry_s):
-        worker = execution.get("worker_name") or "unknown"
+        worker = execution.worker_name or "unknown"
         error = (
             f"The run crashed: its worker ({worker}) stopped responding. "
             "Retry it to resume at the first unfinished prompt."
         )
-        if await executions.complete_execution(execution["id"], "failed", error):
+        if await executions.complete_execution(execution.id, "failed", error):
             counts["crashed"] += 1
             await _crash_flow_run(prefect, execution, error)
 
     now = datetime.now(UTC)
-    settled = [e for e in await executions.list_active_executions() if now - e["queued_at"] > GRACE]
-    with_runs = {e["flow_run_id"]: e for e in settled if e["flow_run_id"] is not None}
+    settled = [e for e in await executions.list_active_executions() if now - e.queued_at > GRACE]
+    with_runs = {e.flow_run_id: e for e in settled if e.flow_run_id is not None}
     if with_runs:
         found = await _read_flow_runs(prefect, list(with_runs))
         for flow_run_id, execution in with_runs.items():
@@ -70,12 +70,12 @@ async def reconcile_once(pool: Pool, prefect: PrefectClient, settings: Settings)
                 error = template.format(message=flow_run.state.message or "no reason given")
             else:
                 continue
-            if await executions.complete_execution(execution["id"], status, error):
+            if await executions.complete_execution(execution.id, status, error):
                 counts["ended_in_prefect"] += 1
-    never_started = [e for e in settled if e["flow_run_id"] is None and e["status"] == "queued"]
+    never_started = [e for e in settled if e.flow_run_id is None and e.status == "queued"]
     for execution in never_started:
         if await executions.complete_execution(
-            execution["id"], "failed", "The run never reached Prefect; start it again."
+            execution.id, "failed", "The run never reached Prefect; start it again."
         ):
             counts["never_started"] += 1
     return counts
@@ -97,15 +97,15 @@ async def _read_flow_runs(prefect: PrefectClient, ids: list[Any]) -> dict[Any, A
     return found
 
 
-async def _crash_flow_run(prefect: PrefectClient, execution: dict[str, Any], message: str) -> None:
-    if execution.get("flow_run_id") is None:
+async def _crash_flow_run(prefect: PrefectClient, execution: Execution, message: str) -> None:
+    if execution.flow_run_id is None:
         return
     try:
-        flow_run = await prefect.read_flow_run(execution["flow_run_id"])
+        flow_run = await prefect.read_flow_run(execution.flow_run_id)
         if flow_run.state is None or not flow_run.state.is_final():
             await prefect.set_flow_run_state(flow_run.id, Crashed(message=message), force=True)
     except Exception as exc:
-        logger.warning("Could not mark flow run of execution %s crashed: %r", execution["id"], exc)
+        logger.warning("Could not mark flow run of execution %s crashed: %r", execution.id, exc)
 
 
 async def run_reconciler(pool: Pool, prefect: PrefectClient, settings: Settings) -> None:

@@ -51,7 +51,7 @@ def task_flow_tag(flow_id: int) -> str:
 
 
 def deployment_tags(task_flow: TaskFlow) -> list[str]:
-    return ["taskflows", f"agent:{task_flow['agent']}", task_flow_tag(task_flow["id"])]
+    return ["taskflows", f"agent:{task_flow.agent}", task_flow_tag(task_flow.id)]
 
 
 async def ensure_work_pool(prefect: PrefectClient, name: str | None = None) -> None:
@@ -79,34 +79,34 @@ async def sync_deployment(
     of the shared flow of old), replace the old deployment, carrying its schedules over."""
     flow_id = await prefect.create_flow_from_name(prefect_flow_name(task_flow))
     arguments: dict[str, Any] = dict(
-        name=task_flow["call_name"],
+        name=task_flow.call_name,
         work_pool_name=get_settings().work_pool,
         entrypoint=ENTRYPOINT,
         path=str(PROJECT_ROOT),
-        parameters={"flow_id": task_flow["id"]},
+        parameters={"flow_id": task_flow.id},
         parameter_openapi_schema=parameter_schema(run_task_flow).model_dump_for_openapi(),
         tags=deployment_tags(task_flow),
-        description=task_flow.get("description") or f"Task flow {task_flow['call_name']!r}",
+        description=task_flow.description or f"Task flow {task_flow.call_name!r}",
         # The upsert replaces the schedules: pass them back (and over to a renamed one).
-        schedules=await schedules_to_keep(prefect, task_flow.get("deployment_id")),
+        schedules=await schedules_to_keep(prefect, task_flow.deployment_id),
     )
     try:
         deployment_id = await prefect.create_deployment(flow_id=flow_id, **arguments)
     except ObjectNotFound:  # a fresh Prefect server has no work pool until someone makes it
         await ensure_work_pool(prefect)
         deployment_id = await prefect.create_deployment(flow_id=flow_id, **arguments)
-    previous = task_flow.get("deployment_id")
+    previous = task_flow.deployment_id
     if previous and previous != deployment_id:
         await _retire_deployment(prefect, previous)
     if previous != deployment_id:
-        await task_flows.set_deployment_id(task_flow["id"], deployment_id)
+        await task_flows.set_deployment_id(task_flow.id, deployment_id)
     return deployment_id
 
 
 async def remove_deployment(prefect: PrefectClient, task_flow: TaskFlow) -> None:
     """Delete the deployment of a deleted task flow (its executions stay)."""
-    if task_flow.get("deployment_id"):
-        await _delete_deployment(prefect, task_flow["deployment_id"])
+    if task_flow.deployment_id:
+        await _delete_deployment(prefect, task_flow.deployment_id)
 
 
 async def _delete_deployment(prefect: PrefectClient, deployment_id: UUID) -> None:
@@ -142,7 +142,7 @@ async def _retire_deployment(prefect: PrefectClient, deployment_id: UUID) -> boo
 
 def prefect_flow_name(task_flow: TaskFlow) -> str:
     """The task flow's Prefect flow: its own, by its name (see deployments/prefect_flows)."""
-    return str(task_flow["call_name"])
+    return str(task_flow.call_name)
 
 
 async def _pool_deployments(prefect: PrefectClient) -> list[DeploymentResponse]:
@@ -190,12 +190,12 @@ async def sync_all(prefect: PrefectClient, task_flows: TaskFlowStore) -> dict[st
     synced = 0
     replaced: set[UUID] = set()  # retired by sync_deployment already
     for task_flow in await task_flows.list_task_flows():
-        current = by_id.get(task_flow["deployment_id"]) if task_flow["deployment_id"] else None
+        current = by_id.get(task_flow.deployment_id) if task_flow.deployment_id else None
         if (
             current is None
-            or current.name != task_flow["call_name"]
+            or current.name != task_flow.call_name
             or flow_names.get(current.flow_id) != prefect_flow_name(task_flow)
-            or current.parameters.get("flow_id") != task_flow["id"]
+            or current.parameters.get("flow_id") != task_flow.id
             or sorted(current.tags) != sorted(deployment_tags(task_flow))
         ):
             if current is not None:
@@ -210,6 +210,6 @@ async def sync_all(prefect: PrefectClient, task_flows: TaskFlowStore) -> dict[st
             continue
         flow_id = deployment.parameters.get("flow_id")
         owner = await task_flows.find_task_flow(flow_id) if isinstance(flow_id, int) else None
-        if owner is None or owner["deployment_id"] not in (None, deployment.id):
+        if owner is None or owner.deployment_id not in (None, deployment.id):
             removed += await _retire_deployment(prefect, deployment.id)
     return {"synced": synced, "removed": removed}

@@ -1,25 +1,105 @@
-"""The execution store: every read and write of `flow_executions`, in one place.
+"""The execution store: every read and write of `flow_executions` and its results, in one place.
 
 The seed's six functions (`create_execution`, `get_execution`, `list_active_executions`,
 `list_recent_executions`, `update_execution_progress`, `complete_execution`) plus the few the
-Prefect life cycle needs. Each write is one statement, so progress is never lost or
-duplicated by a read-modify-write race.
+Prefect life cycle needs. Each write is one statement (or one transaction), so progress is
+never lost or duplicated by a read-modify-write race.
+
+Rows come back as `Execution` dataclasses built by the driver (`class_row`), so a type checker
+sees every field a caller reads. Prompt results are rows of their own (`execution_results`,
+one per ended attempt): appending one costs the same at prompt 200 as at prompt 1.
+
+The hot reads of the API (`active_json`, `recent_json`, `execution_json`) have PostgreSQL
+build the JSON answer itself: the bytes go to the client as they are, without a Python
+object per row in between.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from psycopg.rows import class_row, tuple_row
 from psycopg.types.json import Jsonb
 
 from flows.database import Pool
 from flows.retrying import Backoff
 
-Execution = dict[str, Any]
-
 ACTIVE_STATUSES = ("queued", "running")
 FINAL_STATUSES = ("completed", "failed", "cancelled")
+# Long texts in summaries are cut to this many characters; the full execution has them all.
+PREVIEW_CHARS = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """One row of `flow_executions` (its results are read apart: `list_results`)."""
+
+    id: int
+    flow_id: int
+    status: str
+    current_prompt_index: int
+    total_prompts: int
+    started_at: datetime
+    completed_at: datetime | None
+    error: str | None
+    flow_run_id: UUID | None
+    call_name: str
+    agent: str
+    prompts: list[str]
+    trigger: str
+    retry_of: int | None
+    idempotency_key: str | None
+    worker_name: str | None
+    heartbeat_at: datetime | None
+    attempts: int
+    queued_at: datetime
+    updated_at: datetime
+
+    @property
+    def ended(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+# Named columns, not `*`: a column added by a later migration must not break the rows.
+_COLUMNS = ", ".join(field.name for field in fields(Execution))
+_E_COLUMNS = ", ".join(f"e.{field.name}" for field in fields(Execution))
+_as_execution = class_row(Execution)
+
+# The execution object of the API, built by PostgreSQL (the keys of `api.schemas.ExecutionOut`).
+# `%(ui)s` is the Prefect UI's base URL; `prefect_url` stays null without a flow run.
+_EXECUTION_FIELDS = """
+    'id', e.id, 'flow_id', e.flow_id, 'status', e.status,
+    'current_prompt_index', e.current_prompt_index, 'total_prompts', e.total_prompts,
+    'started_at', e.started_at, 'completed_at', e.completed_at, 'error', e.error,
+    'flow_run_id', e.flow_run_id, 'call_name', e.call_name, 'agent', e.agent,
+    'trigger', e.trigger, 'retry_of', e.retry_of, 'attempts', e.attempts,
+    'worker_name', e.worker_name, 'queued_at', e.queued_at, 'updated_at', e.updated_at,
+    'prefect_url', %(ui)s::text || '/runs/flow-run/' || e.flow_run_id
+"""
+# (`prefect_url` is `flows.prefect_links.flow_run_url`, written in SQL.)
+_FULL_OBJECT = f"""
+    json_build_object({_EXECUTION_FIELDS},
+        'prompts', e.prompts,
+        'prompt_results', COALESCE(
+            (SELECT json_agg(r.item ORDER BY r.prompt_index, r.id)
+             FROM execution_results AS r WHERE r.execution_id = e.id),
+            '[]'::json),
+        'partial_response', NULL)
+"""
+# The light form for lists (`?results=false`) and the live stream: no prompts or results,
+# which grow with every prompt; how many results there are and the last one, cut short.
+_SUMMARY_OBJECT = f"""
+    json_build_object({_EXECUTION_FIELDS},
+        'current_prompt', left(e.prompts ->> e.current_prompt_index, %(preview)s),
+        'results_count',
+            (SELECT count(*) FROM execution_results AS r WHERE r.execution_id = e.id),
+        'last_result',
+            (SELECT execution_result_preview(r.item, %(preview)s) FROM execution_results AS r
+             WHERE r.execution_id = e.id ORDER BY r.prompt_index DESC, r.id DESC LIMIT 1))
+"""
 
 
 class ExecutionStore:
@@ -29,6 +109,18 @@ class ExecutionStore:
         self._pool = pool
         # Writes made by a running flow are repeatable, so they ride out a database restart.
         self._backoff = backoff or Backoff()
+
+    async def _one(self, query: str, params: Any) -> Execution | None:
+        async with self._pool.connection() as conn:
+            cursor = conn.cursor(row_factory=_as_execution)
+            await cursor.execute(query, params)
+            return await cursor.fetchone()
+
+    async def _all(self, query: str, params: Any = None) -> list[Execution]:
+        async with self._pool.connection() as conn:
+            cursor = conn.cursor(row_factory=_as_execution)
+            await cursor.execute(query, params)
+            return await cursor.fetchall()
 
     async def _write(self, what: str, query: str, params: Any) -> int:
         """Run one repeatable write, retried through a lost connection; return rowcount."""
@@ -41,12 +133,16 @@ class ExecutionStore:
         return await self._backoff.run(attempt, what=what)
 
     async def _write_returning(self, what: str, query: str, params: Any) -> Execution | None:
-        async def attempt() -> Execution | None:
-            async with self._pool.connection() as conn:
-                cursor = await conn.execute(query, params)
-                return await cursor.fetchone()
+        return await self._backoff.run(lambda: self._one(query, params), what=what)
 
-        return await self._backoff.run(attempt, what=what)
+    async def _json(self, query: str, params: Any) -> bytes | None:
+        async with self._pool.connection() as conn:
+            cursor = conn.cursor(row_factory=tuple_row)
+            await cursor.execute(query, params)
+            row = await cursor.fetchone()
+        return None if row is None else row[0].encode()
+
+    # -- the one place an execution is born ---------------------------------------------
 
     async def create_execution(
         self,
@@ -63,81 +159,177 @@ class ExecutionStore:
     ) -> tuple[Execution, bool]:
         """Start tracking a run; return `(execution, created)`.
 
-        The prompts, agent and name are copied in, so editing the task flow later changes
-        neither this run nor its history. With an `idempotency_key` already used for this
-        task flow, the existing execution comes back with `created=False`.
+        Every execution is created here: a run from the API or the CLI, a run Prefect
+        started on its own (a schedule, the Prefect UI), a retry. The prompts, agent and
+        name are copied in, so editing the task flow later changes neither this run nor its
+        history. With `retry_of`, the results that succeeded in that execution are copied
+        over in the same transaction and the new one starts at its first unfinished prompt.
+        With an `idempotency_key` already used for this task flow, the existing execution
+        comes back with `created=False`.
         """
-        async with self._pool.connection() as conn:
-            cursor = await conn.execute(
-                """
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = conn.cursor(row_factory=_as_execution)
+            await cursor.execute(
+                f"""
                 INSERT INTO flow_executions
                     (flow_id, status, total_prompts, call_name, agent, prompts, trigger,
-                     flow_run_id, retry_of, idempotency_key)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                     flow_run_id, retry_of, idempotency_key, current_prompt_index)
+                VALUES (%(flow_id)s, %(status)s, %(total)s, %(call_name)s, %(agent)s,
+                        %(prompts)s, %(trigger)s, %(flow_run_id)s, %(retry_of)s,
+                        %(key)s,
+                        (SELECT count(*) FROM execution_results
+                         WHERE execution_id = %(retry_of)s AND success))
                 ON CONFLICT (flow_id, idempotency_key) WHERE idempotency_key IS NOT NULL
                 DO NOTHING
-                RETURNING *
+                RETURNING {_COLUMNS}
                 """,
-                (
-                    flow_id,
-                    status,
-                    len(prompts),
-                    call_name,
-                    agent,
-                    Jsonb(prompts),
-                    trigger,
-                    flow_run_id,
-                    retry_of,
-                    idempotency_key,
-                ),
+                {
+                    "flow_id": flow_id,
+                    "status": status,
+                    "total": len(prompts),
+                    "call_name": call_name,
+                    "agent": agent,
+                    "prompts": Jsonb(prompts),
+                    "trigger": trigger,
+                    "flow_run_id": flow_run_id,
+                    "retry_of": retry_of,
+                    "key": idempotency_key,
+                },
             )
-            row = await cursor.fetchone()
-            if row is not None:
-                return row, True
-            cursor = await conn.execute(
-                "SELECT * FROM flow_executions WHERE flow_id = %s AND idempotency_key = %s",
+            created = await cursor.fetchone()
+            if created is not None:
+                if retry_of is not None:
+                    await conn.execute(
+                        """
+                        INSERT INTO execution_results
+                            (execution_id, prompt_index, success, started_at, item)
+                        SELECT %s, prompt_index, success, started_at, item
+                        FROM execution_results WHERE execution_id = %s AND success
+                        ORDER BY prompt_index, id
+                        """,
+                        (created.id, retry_of),
+                    )
+                return created, True
+            await cursor.execute(
+                f"SELECT {_COLUMNS} FROM flow_executions"
+                " WHERE flow_id = %s AND idempotency_key = %s",
                 (flow_id, idempotency_key),
             )
             existing = await cursor.fetchone()
             assert existing is not None, "an insert that conflicted must find its twin"
             return existing, False
 
+    # -- reads ----------------------------------------------------------------------------
+
     async def get_execution(self, execution_id: int) -> Execution | None:
-        async with self._pool.connection() as conn:
-            cursor = await conn.execute(
-                "SELECT * FROM flow_executions WHERE id = %s", (execution_id,)
-            )
-            return await cursor.fetchone()
+        return await self._one(
+            f"SELECT {_COLUMNS} FROM flow_executions WHERE id = %s", (execution_id,)
+        )
 
     async def get_execution_by_flow_run(self, flow_run_id: UUID) -> Execution | None:
+        return await self._one(
+            f"SELECT {_COLUMNS} FROM flow_executions WHERE flow_run_id = %s", (flow_run_id,)
+        )
+
+    async def list_results(self, execution_id: int) -> list[dict[str, Any]]:
+        """The execution's `prompt_results`: one item per ended attempt, in prompt order."""
         async with self._pool.connection() as conn:
-            cursor = await conn.execute(
-                "SELECT * FROM flow_executions WHERE flow_run_id = %s", (flow_run_id,)
+            cursor = conn.cursor(row_factory=tuple_row)
+            await cursor.execute(
+                "SELECT item FROM execution_results WHERE execution_id = %s"
+                " ORDER BY prompt_index, id",
+                (execution_id,),
             )
-            return await cursor.fetchone()
+            return [row[0] for row in await cursor.fetchall()]
 
     async def list_active_executions(self) -> list[Execution]:
         """Queued and running executions, oldest first (the order they were started)."""
-        async with self._pool.connection() as conn:
-            cursor = await conn.execute(
-                "SELECT * FROM flow_executions WHERE status IN ('queued', 'running') ORDER BY id"
-            )
-            return await cursor.fetchall()
+        return await self._all(
+            f"SELECT {_COLUMNS} FROM flow_executions"
+            " WHERE status IN ('queued', 'running') ORDER BY id"
+        )
 
     async def list_recent_executions(
         self, limit: int = 20, *, before_id: int | None = None
     ) -> list[Execution]:
         """The newest executions first; `before_id` pages further back."""
+        return await self._all(
+            f"""
+            SELECT {_COLUMNS} FROM flow_executions
+            WHERE %(before)s::bigint IS NULL OR id < %(before)s::bigint
+            ORDER BY id DESC LIMIT %(limit)s
+            """,
+            {"before": before_id, "limit": limit},
+        )
+
+    async def list_expired_leases(self, expiry_s: float) -> list[Execution]:
+        """Running executions whose worker has not renewed the lease within `expiry_s`."""
+        return await self._all(
+            f"""
+            SELECT {_COLUMNS} FROM flow_executions
+            WHERE status = 'running'
+              AND COALESCE(heartbeat_at, started_at) < now() - make_interval(secs => %s)
+            ORDER BY id
+            """,
+            (expiry_s,),
+        )
+
+    # -- the API's answers, as JSON built by PostgreSQL ----------------------------------
+
+    async def active_json(self, *, prefect_ui_url: str) -> bytes:
+        """`GET /api/executions/active`: a JSON array of full executions, oldest first."""
+        body = await self._json(
+            f"""
+            SELECT COALESCE(json_agg({_FULL_OBJECT} ORDER BY e.id), '[]'::json)::text
+            FROM flow_executions AS e WHERE e.status IN ('queued', 'running')
+            """,
+            {"ui": prefect_ui_url},
+        )
+        assert body is not None
+        return body
+
+    async def recent_json(
+        self,
+        *,
+        prefect_ui_url: str,
+        limit: int = 20,
+        before_id: int | None = None,
+        results: bool = True,
+    ) -> bytes:
+        """`GET /api/executions/recent`: the newest first, full or as summaries."""
+        body = await self._json(
+            f"""
+            SELECT COALESCE(json_agg({_FULL_OBJECT if results else _SUMMARY_OBJECT}
+                                     ORDER BY e.id DESC), '[]'::json)::text
+            FROM (SELECT {_COLUMNS} FROM flow_executions
+                  WHERE %(before)s::bigint IS NULL OR id < %(before)s::bigint
+                  ORDER BY id DESC LIMIT %(limit)s) AS e
+            """,
+            {
+                "ui": prefect_ui_url,
+                "before": before_id,
+                "limit": limit,
+                "preview": PREVIEW_CHARS,
+            },
+        )
+        assert body is not None
+        return body
+
+    async def execution_json(
+        self, execution_id: int, *, prefect_ui_url: str
+    ) -> tuple[bytes, str] | None:
+        """`GET /api/executions/{id}`: the execution object and its status; None if unknown."""
         async with self._pool.connection() as conn:
-            cursor = await conn.execute(
-                """
-                SELECT * FROM flow_executions
-                WHERE %(before)s::bigint IS NULL OR id < %(before)s::bigint
-                ORDER BY id DESC LIMIT %(limit)s
-                """,
-                {"before": before_id, "limit": limit},
+            cursor = conn.cursor(row_factory=tuple_row)
+            await cursor.execute(
+                f"SELECT {_FULL_OBJECT}::text, e.status FROM flow_executions AS e"
+                " WHERE e.id = %(id)s",
+                {"ui": prefect_ui_url, "id": execution_id},
             )
-            return await cursor.fetchall()
+            row = await cursor.fetchone()
+        return None if row is None else (row[0].encode(), row[1])
+
+    # -- the life cycle -------------------------------------------------------------------
 
     async def set_flow_run(self, execution_id: int, flow_run_id: UUID) -> None:
         async with self._pool.connection() as conn:
@@ -152,71 +344,35 @@ class ExecutionStore:
         """Move an execution to running and take its lease; None when it must not run.
 
         A queued execution starts. A failed or cancelled one is resumed in place (Prefect's
-        "Retry" on its flow run): the failed prompt's result is dropped, the successful ones
-        stay and are not sent again. A completed one never runs twice.
+        "Retry" on its flow run): the failed prompts' results are dropped, the successful
+        ones stay and are not sent again. A completed one never runs twice.
         """
         return await self._write_returning(
             "start execution",
-            """
-            UPDATE flow_executions
+            f"""
+            WITH target AS (
+                SELECT id, status FROM flow_executions
+                WHERE id = %(id)s AND status IN ('queued', 'failed', 'cancelled')
+                FOR UPDATE
+            ), dropped AS (
+                DELETE FROM execution_results AS r USING target AS t
+                WHERE r.execution_id = t.id AND t.status <> 'queued' AND NOT r.success
+            )
+            UPDATE flow_executions AS e
             SET status = 'running', started_at = now(), updated_at = now(),
-                completed_at = NULL, error = NULL, attempts = attempts + 1,
-                flow_run_id = COALESCE(flow_run_id, %(flow_run_id)s),
+                completed_at = NULL, error = NULL, attempts = e.attempts + 1,
+                flow_run_id = COALESCE(e.flow_run_id, %(flow_run_id)s),
                 worker_name = %(worker)s, heartbeat_at = now(),
-                prompt_results = CASE WHEN status = 'queued' THEN prompt_results
-                    ELSE jsonb_path_query_array(prompt_results, '$[*] ? (@.success == true)')
-                    END,
-                current_prompt_index = CASE WHEN status = 'queued' THEN current_prompt_index
-                    ELSE jsonb_array_length(
-                        jsonb_path_query_array(prompt_results, '$[*] ? (@.success == true)'))
+                current_prompt_index = CASE WHEN t.status = 'queued' THEN e.current_prompt_index
+                    ELSE (SELECT count(*) FROM execution_results AS r
+                          WHERE r.execution_id = e.id AND r.success)
                     END
-            WHERE id = %(id)s AND status IN ('queued', 'failed', 'cancelled')
-            RETURNING *
+            FROM target AS t
+            WHERE e.id = t.id
+            RETURNING {_E_COLUMNS}
             """,
             {"id": execution_id, "flow_run_id": flow_run_id, "worker": worker_name},
         )
-
-    async def create_retry(
-        self, failed: Execution, *, idempotency_key: str | None = None
-    ) -> tuple[Execution, bool]:
-        """A new queued execution resuming `failed` at its first unfinished prompt.
-
-        The successful results are copied over, so those prompts are not sent again.
-        """
-        succeeded = [r for r in failed["prompt_results"] if r.get("success")]
-        async with self._pool.connection() as conn:
-            cursor = await conn.execute(
-                """
-                INSERT INTO flow_executions
-                    (flow_id, status, total_prompts, call_name, agent, prompts, trigger,
-                     retry_of, idempotency_key, prompt_results, current_prompt_index)
-                VALUES (%s, 'queued', %s, %s, %s, %s, 'retry', %s, %s, %s, %s)
-                ON CONFLICT (flow_id, idempotency_key) WHERE idempotency_key IS NOT NULL
-                DO NOTHING
-                RETURNING *
-                """,
-                (
-                    failed["flow_id"],
-                    failed["total_prompts"],
-                    failed["call_name"],
-                    failed["agent"],
-                    Jsonb(failed["prompts"]),
-                    failed["id"],
-                    idempotency_key,
-                    Jsonb(succeeded),
-                    len(succeeded),
-                ),
-            )
-            row = await cursor.fetchone()
-            if row is not None:
-                return row, True
-            cursor = await conn.execute(
-                "SELECT * FROM flow_executions WHERE flow_id = %s AND idempotency_key = %s",
-                (failed["flow_id"], idempotency_key),
-            )
-            existing = await cursor.fetchone()
-            assert existing is not None
-            return existing, False
 
     async def renew_leases(self, execution_ids: list[int], worker_name: str) -> None:
         """Tell the reconciler these executions' worker is alive (no NOTIFY: see 002)."""
@@ -231,48 +387,42 @@ class ExecutionStore:
                 (execution_ids, worker_name),
             )
 
-    async def list_expired_leases(self, expiry_s: float) -> list[Execution]:
-        """Running executions whose worker has not renewed the lease within `expiry_s`."""
-        async with self._pool.connection() as conn:
-            cursor = await conn.execute(
-                """
-                SELECT * FROM flow_executions
-                WHERE status = 'running'
-                  AND COALESCE(heartbeat_at, started_at) < now() - make_interval(secs => %s)
-                ORDER BY id
-                """,
-                (expiry_s,),
-            )
-            return await cursor.fetchall()
-
     async def update_execution_progress(
         self, execution_id: int, prompt_index: int, prompt_result: dict[str, Any]
     ) -> bool:
-        """Append one prompt's result and move the progress index, in ONE statement.
+        """Store one prompt's result and move the progress index, in ONE statement.
 
-        After prompt k succeeds the index is k+1; a failed prompt leaves it at k (the prompt
-        that failed). Returns False when the execution is no longer running.
+        The result is a row of its own (the write costs the same whatever came before);
+        the execution's index and `updated_at` move in the same transaction, and its
+        trigger's NOTIFY goes out when both are visible. After prompt k succeeds the index
+        is k+1; a failed prompt leaves it at k (the prompt that failed). Returns False when
+        the execution is no longer running.
         """
         next_index = prompt_index + 1 if prompt_result.get("success") else prompt_index
-        # Repeating this write (after a lost connection) must not append twice: the same
-        # prompt attempt is recognised by its index and start time.
+        # Repeating this write (after a lost connection) must not store the result twice:
+        # the same prompt attempt is recognised by its index and start time.
         rowcount = await self._write(
-            "append prompt result",
+            "store prompt result",
             """
-            UPDATE flow_executions
-            SET prompt_results = prompt_results || jsonb_build_array(%(result)s::jsonb),
-                current_prompt_index = GREATEST(current_prompt_index, %(next)s),
-                updated_at = now()
-            WHERE id = %(id)s AND status = 'running'
-              AND NOT prompt_results @> jsonb_build_array(%(attempt)s::jsonb)
+            WITH moved AS (
+                UPDATE flow_executions
+                SET current_prompt_index = GREATEST(current_prompt_index, %(next)s),
+                    updated_at = now()
+                WHERE id = %(id)s AND status = 'running'
+                RETURNING id
+            )
+            INSERT INTO execution_results (execution_id, prompt_index, success, started_at, item)
+            SELECT moved.id, %(index)s, %(success)s, %(started_at)s::timestamptz, %(result)s
+            FROM moved
+            ON CONFLICT (execution_id, prompt_index, started_at) DO NOTHING
             """,
             {
-                "result": Jsonb(prompt_result),
-                "next": next_index,
                 "id": execution_id,
-                "attempt": Jsonb(
-                    {"index": prompt_index, "started_at": prompt_result.get("started_at")}
-                ),
+                "next": next_index,
+                "index": prompt_index,
+                "success": bool(prompt_result.get("success")),
+                "started_at": prompt_result.get("started_at"),
+                "result": Jsonb(prompt_result),
             },
         )
         return rowcount == 1

@@ -185,15 +185,15 @@ async def _execution_for(
     task_flow = await runtime.task_flows.get_task_flow(flow_id)
     execution, _ = await runtime.executions.create_execution(
         flow_id=flow_id,
-        call_name=task_flow["call_name"],
-        agent=task_flow["agent"],
-        prompts=list(task_flow["prompts"]),
+        call_name=task_flow.call_name,
+        agent=task_flow.agent,
+        prompts=list(task_flow.prompts),
         trigger=_trigger_of(flow_run),
         flow_run_id=flow_run.id,
     )
     async with get_client() as client:
         await client.update_flow_run(
-            flow_run.id, name=flow_run_name(task_flow["call_name"], execution["id"])
+            flow_run.id, name=flow_run_name(task_flow.call_name, execution.id)
         )
     return execution
 
@@ -202,7 +202,7 @@ async def _mark_ended(flow_run: FlowRun, status: str, error: str | None) -> None
     runtime = await get_runtime()
     execution = await runtime.executions.get_execution_by_flow_run(flow_run.id)
     if execution is not None:
-        await runtime.executions.complete_execution(execution["id"], status, error)
+        await runtime.executions.complete_execution(execution.id, status, error)
 
 
 async def _on_cancellation(flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]) -> None:
@@ -246,26 +246,24 @@ async def _run(
     logger = get_run_logger()
     runtime = await get_runtime()
     execution = await _execution_for(runtime, flow_id, execution_id, flow_run)
-    run.execution_id = execution["id"]
+    run.execution_id = execution.id
     # Only Prefect's "Retry" (a second run of this flow run) may reopen an ended execution.
     may_resume = flow_run.run_count > 1
-    if execution["status"] != "queued" and not may_resume:
-        logger.info(
-            "Execution %s is already %s; nothing to run.", execution["id"], execution["status"]
-        )
-        if execution["status"] == "cancelled":
-            return Cancelled(message=execution["error"] or run_control.DEFAULT_CANCEL_REASON)
-        return {"execution_id": execution["id"], "status": execution["status"]}
+    if execution.status != "queued" and not may_resume:
+        logger.info("Execution %s is already %s; nothing to run.", execution.id, execution.status)
+        if execution.status == "cancelled":
+            return Cancelled(message=execution.error or run_control.DEFAULT_CANCEL_REASON)
+        return {"execution_id": execution.id, "status": execution.status}
     running = await runtime.executions.start_execution(
-        execution["id"], flow_run_id=flow_run.id, worker_name=run_control.worker_name()
+        execution.id, flow_run_id=flow_run.id, worker_name=run_control.worker_name()
     )
     if running is None:
-        logger.info("Execution %s already ended; nothing to run.", execution["id"])
-        return {"execution_id": execution["id"], "status": "ended"}
+        logger.info("Execution %s already ended; nothing to run.", execution.id)
+        return {"execution_id": execution.id, "status": "ended"}
 
-    artifacts = RunArtifacts(call_name=running["call_name"], total=len(running["prompts"]))
+    artifacts = RunArtifacts(call_name=running.call_name, total=len(running.prompts))
     lease = (
-        asyncio.create_task(_renew_lease(runtime, running["id"]))
+        asyncio.create_task(_renew_lease(runtime, running.id))
         if run_control.renews_leases_itself()
         else None
     )
@@ -274,8 +272,7 @@ async def _run(
     finally:
         if lease is not None:
             lease.cancel()
-        final = await runtime.executions.get_execution(running["id"])
-        await artifacts.finish(final["prompt_results"] if final else [])
+        await artifacts.finish(await runtime.executions.list_results(running.id))
 
 
 async def _renew_lease(runtime: Runtime, execution_id: int) -> None:
@@ -291,36 +288,34 @@ async def _renew_lease(runtime: Runtime, execution_id: int) -> None:
 async def _run_prompts(
     runtime: Runtime, running: Execution, run: run_control.InFlightRun, artifacts: RunArtifacts
 ) -> Any:
-    prompts: list[str] = list(running["prompts"])
+    prompts: list[str] = list(running.prompts)
     total = len(prompts)
     memories = await runtime.memories.memory_contents()
-    artifacts.progress(running["current_prompt_index"])
-    for index in range(running["current_prompt_index"], total):
+    artifacts.progress(running.current_prompt_index)
+    for index in range(running.current_prompt_index, total):
         prompt, started_at = prompts[index], _now()
         call = prompt_task()(
-            execution_id=running["id"],
+            execution_id=running.id,
             index=index,
             number=index + 1,
             total=total,
             prompt=prompt,
-            agent=running["agent"],
+            agent=running.agent,
             memories=memories,
             started_at=started_at,
         )
         try:
             await _unless_cancelled(call, run)
         except _CancelRequested:
-            await runtime.executions.complete_execution(
-                running["id"], "cancelled", run.cancel_reason
-            )
+            await runtime.executions.complete_execution(running.id, "cancelled", run.cancel_reason)
             return Cancelled(message=run.cancel_reason)
         except AgentError as exc:
             await runtime.executions.update_execution_progress(
-                running["id"], index, _failed_result(index, prompt, exc, started_at)
+                running.id, index, _failed_result(index, prompt, exc, started_at)
             )
             error = f"Prompt {index + 1} of {total} failed: {exc}"
-            await runtime.executions.complete_execution(running["id"], "failed", error)
+            await runtime.executions.complete_execution(running.id, "failed", error)
             raise
         artifacts.progress(index + 1)
-    await runtime.executions.complete_execution(running["id"], "completed")
-    return {"execution_id": running["id"], "status": "completed"}
+    await runtime.executions.complete_execution(running.id, "completed")
+    return {"execution_id": running.id, "status": "completed"}

@@ -27,8 +27,10 @@ _SUMMARY_SQL = """
            error, flow_run_id, call_name, agent, trigger, retry_of, attempts, worker_name,
            queued_at, updated_at,
            left(prompts ->> current_prompt_index, %(preview)s) AS current_prompt,
-           jsonb_array_length(prompt_results) AS results_count,
-           prompt_results -> -1 AS last_result
+           (SELECT count(*) FROM execution_results AS r
+            WHERE r.execution_id = flow_executions.id) AS results_count,
+           (SELECT r.item FROM execution_results AS r WHERE r.execution_id = flow_executions.id
+            ORDER BY r.prompt_index DESC, r.id DESC LIMIT 1) AS last_result
     FROM flow_executions
     WHERE id = ANY(%(ids)s) OR (%(with_active)s AND status IN ('queued', 'running'))
     ORDER BY id

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 
 from api.deps import ExecutionStoreDep, PoolDep, PrefectDep, SettingsDep
 from api.params import ExecutionId, error_responses
-from api.routes.executions import to_execution_out
+from api.routes.executions import execution_response
 from api.routes.runs import IdempotencyKey
 from api.schemas import ExecutionOut, RetryOut
 from deployments.control import cancel_execution, retry_execution
@@ -27,18 +27,18 @@ async def _existing(executions: ExecutionStore, execution_id: int) -> Execution:
     return execution
 
 
-@router.post("/{execution_id}/cancel")
+@router.post("/{execution_id}/cancel", response_model=ExecutionOut)
 async def cancel(
     execution_id: ExecutionId,
     executions: ExecutionStoreDep,
     pool: PoolDep,
     prefect: PrefectDep,
     settings: SettingsDep,
-) -> ExecutionOut:
+) -> Response:
     """Cancel a queued or running execution; the agent call in flight is abandoned."""
     execution = await _existing(executions, execution_id)
     cancelled = await cancel_execution(pool=pool, prefect=prefect, execution=execution)
-    return to_execution_out(cancelled, settings)
+    return await execution_response(executions, cancelled.id, settings)
 
 
 @router.post("/{execution_id}/retry")
@@ -59,9 +59,9 @@ async def retry(
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
     return RetryOut(
-        execution_id=retried["id"],
-        flow_id=retried["flow_id"],
-        flow_run_id=retried["flow_run_id"],
-        status=retried["status"],
+        execution_id=retried.id,
+        flow_id=retried.flow_id,
+        flow_run_id=retried.flow_run_id,
+        status=retried.status,
         retry_of=execution_id,
     )

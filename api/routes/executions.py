@@ -2,20 +2,25 @@
 
 The seed's shapes are kept: `active` and `recent` answer a JSON array of executions,
 `/{id}` the execution object. Each carries a `prefect_url` to its flow run.
+
+These are the hottest reads (every open page polls or reloads them), so PostgreSQL builds
+the JSON and the bytes are sent as they are (`ExecutionStore.*_json`): no model per row,
+no second validation. `response_model` still tells the OpenAPI document what they are.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from api.deps import ExecutionStoreDep, ResourcesDep, SettingsDep
 from api.params import ExecutionId, error_responses
-from api.schemas import MAX_ID, ExecutionOut, PartialResponse
+from api.live.summary import ExecutionSummary
+from api.schemas import MAX_ID, ExecutionOut
 from flows.errors import NotFoundError
-from flows.execution_store import Execution
-from flows.prefect_links import flow_run_url
+from flows.execution_store import ExecutionStore
 from flows.settings import Settings
 
 router = APIRouter(
@@ -26,49 +31,78 @@ Limit = Annotated[int, Query(ge=1, le=500, description="How many executions, 1..
 BeforeId = Annotated[
     int | None, Query(ge=1, le=MAX_ID, description="Only executions older than this id")
 ]
+WithResults = Annotated[
+    bool,
+    Query(
+        description="false: summaries (no `prompts` or `prompt_results`; `results_count`, "
+        "`current_prompt` and `last_result` cut to 2,000 characters) for light lists"
+    ),
+]
 
 
-def to_execution_out(execution: Execution, settings: Settings) -> ExecutionOut:
-    prefect_url = flow_run_url(settings.resolved_prefect_ui_url(), execution.get("flow_run_id"))
-    return ExecutionOut.model_validate({**execution, "prefect_url": prefect_url})
+def _json(body: bytes) -> Response:
+    return Response(content=body, media_type="application/json")
+
+
+async def execution_response(
+    executions: ExecutionStore,
+    execution_id: int,
+    settings: Settings,
+    partial: dict[str, object] | None = None,
+) -> Response:
+    """The execution object of `execution_id` as a response; 404 when there is none.
+
+    `partial` (the answer being written, from the live feed) is shown only while running.
+    """
+    found = await executions.execution_json(execution_id, prefect_ui_url=settings.resolved_prefect_ui_url())
+    if found is None:
+        raise NotFoundError(f"Execution {execution_id} does not exist.")
+    body, status = found
+    if partial is not None and status == "running":
+        # The object PostgreSQL built ends with `"partial_response" : null}`: swap the null.
+        assert body.endswith(b"null}")
+        body = body[: -len(b"null}")] + json.dumps(partial, separators=(",", ":")).encode() + b"}"
+    return _json(body)
 
 
 # /active and /recent come before /{execution_id}, which would otherwise match them.
-@router.get("/active")
-async def list_active_executions(
-    executions: ExecutionStoreDep, settings: SettingsDep
-) -> list[ExecutionOut]:
+@router.get("/active", response_model=list[ExecutionOut])
+async def list_active_executions(executions: ExecutionStoreDep, settings: SettingsDep) -> Response:
     """Queued and running executions, oldest first."""
-    rows = await executions.list_active_executions()
-    return [to_execution_out(row, settings) for row in rows]
+    return _json(await executions.active_json(prefect_ui_url=settings.resolved_prefect_ui_url()))
 
 
-@router.get("/recent")
+@router.get("/recent", response_model=list[ExecutionOut] | list[ExecutionSummary])
 async def list_recent_executions(
     executions: ExecutionStoreDep,
     settings: SettingsDep,
     limit: Limit = 20,
     before_id: BeforeId = None,
-) -> list[ExecutionOut]:
-    """The newest executions first; pass the last id as `before_id` for the next page."""
-    rows = await executions.list_recent_executions(limit, before_id=before_id)
-    return [to_execution_out(row, settings) for row in rows]
+    results: WithResults = True,
+) -> Response:
+    """The newest executions first; pass the last id as `before_id` for the next page.
+
+    `results=false` answers summaries (the shape of the live stream's events): a history
+    list needs no answers until one execution is opened with `GET /api/executions/{id}`.
+    """
+    return _json(
+        await executions.recent_json(
+            prefect_ui_url=settings.resolved_prefect_ui_url(),
+            limit=limit,
+            before_id=before_id,
+            results=results,
+        )
+    )
 
 
-@router.get("/{execution_id}")
+@router.get("/{execution_id}", response_model=ExecutionOut)
 async def read_execution(
     execution_id: ExecutionId,
     executions: ExecutionStoreDep,
     settings: SettingsDep,
     resources: ResourcesDep,
-) -> ExecutionOut:
+) -> Response:
     """One execution; while a prompt is being answered, `partial_response` has the text
     the agent has written so far."""
-    execution = await executions.get_execution(execution_id)
-    if execution is None:
-        raise NotFoundError(f"Execution {execution_id} does not exist.")
-    out = to_execution_out(execution, settings)
     partial = resources.live.partial_of(execution_id)
-    if partial is not None and execution["status"] == "running":
-        out.partial_response = PartialResponse.model_validate(partial)
-    return out
+    return await execution_response(executions, execution_id, settings, partial)

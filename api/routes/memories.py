@@ -24,7 +24,7 @@ async def list_memories(memories: MemoryStoreDep) -> list[MemoryOut]:
 @router.post("", status_code=201)
 async def create_memory(body: MemoryIn, memories: MemoryStoreDep, response: Response) -> MemoryOut:
     memory = await memories.create_memory(body.content)
-    response.headers["Location"] = f"{router.prefix}/{memory['id']}"
+    response.headers["Location"] = f"{router.prefix}/{memory.id}"
     return MemoryOut.model_validate(memory)
 
 

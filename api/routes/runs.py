@@ -54,8 +54,8 @@ async def run_task_flow(
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
     return RunOut(
-        execution_id=execution["id"],
-        flow_id=execution["flow_id"],
-        flow_run_id=execution["flow_run_id"],
-        status=execution["status"],
+        execution_id=execution.id,
+        flow_id=execution.flow_id,
+        flow_run_id=execution.flow_run_id,
+        status=execution.status,
     )

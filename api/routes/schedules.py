@@ -36,8 +36,8 @@ def to_schedule_out(
     task_flow: TaskFlow, schedule: TaskFlowSchedule, settings: Settings
 ) -> ScheduleOut:
     return ScheduleOut(
-        flow_id=task_flow["id"],
-        call_name=task_flow["call_name"],
+        flow_id=task_flow.id,
+        call_name=task_flow.call_name,
         kind=schedule.kind,
         cron=schedule.cron,
         interval_seconds=schedule.interval_seconds,
@@ -59,9 +59,9 @@ async def list_all_schedules(
 ) -> list[ScheduleOut]:
     """The schedule of every scheduled task flow, by task flow name."""
     by_deployment = {
-        flow["deployment_id"]: flow
+        flow.deployment_id: flow
         for flow in await task_flows.list_task_flows()
-        if flow.get("deployment_id") is not None
+        if flow.deployment_id is not None
     }
     schedules = await list_schedules(prefect, list(by_deployment))
     return [
@@ -76,7 +76,7 @@ async def read_task_flow_schedule(
 ) -> ScheduleOut:
     """The schedule and its next five run times; 404 when the task flow has none."""
     task_flow = await task_flows.get_task_flow(flow_id)
-    deployment_id: UUID | None = task_flow.get("deployment_id")
+    deployment_id: UUID | None = task_flow.deployment_id
     schedule = await read_schedule(prefect, deployment_id) if deployment_id else None
     if schedule is None:
         raise NotFoundError(f"Task flow {flow_id} has no schedule; PUT one to create it.")
@@ -105,9 +105,9 @@ async def set_task_flow_schedule(
         )
         return to_schedule_out(task_flow, schedule, settings)
 
-    if task_flow.get("deployment_id") is not None:
+    if task_flow.deployment_id is not None:
         try:
-            return await set_on(task_flow["deployment_id"])
+            return await set_on(task_flow.deployment_id)
         except ObjectNotFound:
             pass  # deleted behind our back: made again below
     # Never synced (Prefect was down when the task flow was saved) or deleted.
@@ -120,6 +120,6 @@ async def delete_task_flow_schedule(
 ) -> Deleted:
     """Remove the schedule and the runs it had queued; fine when there is none."""
     task_flow = await task_flows.get_task_flow(flow_id)
-    if task_flow.get("deployment_id") is not None:
-        await clear_schedule(prefect, task_flow["deployment_id"])
+    if task_flow.deployment_id is not None:
+        await clear_schedule(prefect, task_flow.deployment_id)
     return Deleted(id=flow_id)

@@ -27,7 +27,7 @@ router = APIRouter(
 
 
 def _with_etag(task_flow: TaskFlow, response: Response) -> TaskFlowOut:
-    response.headers["ETag"] = f'"{task_flow["version"]}"'
+    response.headers["ETag"] = f'"{task_flow.version}"'
     return TaskFlowOut.model_validate(task_flow)
 
 
@@ -53,7 +53,7 @@ async def create_task_flow(
         description=body.description,
     )
     task_flow = await sync_quietly(prefect, task_flows, task_flow)
-    response.headers["Location"] = f"{router.prefix}/{task_flow['id']}"
+    response.headers["Location"] = f"{router.prefix}/{task_flow.id}"
     return _with_etag(task_flow, response)
 
 

@@ -1,0 +1,247 @@
+"""Prompt results in rows of their own, and the reads PostgreSQL builds as JSON.
+
+The store tests run on a database of their own (real PostgreSQL, no Prefect); the API tests
+run a task flow end to end and read it back the way a client does.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import pytest_asyncio
+from psycopg.types.json import Jsonb
+
+from api.live.summary import ExecutionSummary
+from api.schemas import ExecutionOut
+from flows.database import SQL_DIR, Pool, apply_migrations, create_pool, migration_files
+from flows.execution_store import ExecutionStore
+from stack.embedded_postgres import EmbeddedPostgres
+from tests.conftest import wait_for_execution
+
+UI = "http://prefect.example/ui"
+
+
+@pytest.fixture
+def fresh_database(postgres_server: tuple[str, EmbeddedPostgres | None]) -> Iterator[str]:
+    """The URL of a new, empty database, dropped afterwards."""
+    admin_url, _ = postgres_server
+    name = f"taskflows_storage_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = admin_url.rsplit("/", 1)[0] + "/" + name
+    try:
+        yield url
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest_asyncio.fixture
+async def store(fresh_database: str) -> AsyncIterator[tuple[ExecutionStore, Pool]]:
+    await apply_migrations(fresh_database)
+    pool = create_pool(fresh_database, max_size=2)
+    await pool.open()
+    try:
+        yield ExecutionStore(pool), pool
+    finally:
+        await pool.close()
+
+
+def _result(index: int, *, success: bool = True, started_at: str | None = None) -> dict[str, Any]:
+    return {
+        "index": index,
+        "prompt": f"prompt {index}",
+        "success": success,
+        "response": f"answer {index}" if success else None,
+        "error": None if success else "it broke",
+        "started_at": started_at or f"2026-01-01T00:00:{index:02d}+00:00",
+        "finished_at": f"2026-01-01T00:00:{index:02d}.5+00:00",
+        "duration_ms": 500.0,
+        "attempts": 1,
+        "usage": None,
+    }
+
+
+async def _new_running(executions: ExecutionStore, prompts: int = 3) -> int:
+    execution, created = await executions.create_execution(
+        flow_id=1, call_name="storage", agent="a", prompts=[f"p{i}" for i in range(prompts)]
+    )
+    assert created
+    running = await executions.start_execution(execution.id, flow_run_id=None, worker_name="w")
+    assert running is not None and running.status == "running"
+    return execution.id
+
+
+async def _read(executions: ExecutionStore, execution_id: int) -> dict[str, Any]:
+    found = await executions.execution_json(execution_id, prefect_ui_url=UI)
+    assert found is not None
+    body: dict[str, Any] = json.loads(found[0])
+    ExecutionOut.model_validate(body)  # the documented shape
+    return body
+
+
+@pytest.mark.asyncio
+async def test_each_result_is_a_row_and_reads_back_in_order(
+    store: tuple[ExecutionStore, Pool],
+) -> None:
+    executions, pool = store
+    execution_id = await _new_running(executions)
+    for index in range(3):
+        assert await executions.update_execution_progress(execution_id, index, _result(index))
+    # A write repeated after a lost connection stores nothing twice.
+    assert not await executions.update_execution_progress(execution_id, 2, _result(2))
+
+    body = await _read(executions, execution_id)
+    assert body["prompt_results"] == [_result(0), _result(1), _result(2)]
+    assert body["current_prompt_index"] == 3
+    assert await executions.list_results(execution_id) == body["prompt_results"]
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT count(*) AS n FROM execution_results WHERE execution_id = %s", (execution_id,)
+        )
+        assert (await cursor.fetchone()) == {"n": 3}
+
+    await executions.complete_execution(execution_id, "completed")
+    # An ended execution takes no more results.
+    late = _result(0, started_at="2026-01-01T01:00:00+00:00")
+    assert not await executions.update_execution_progress(execution_id, 0, late)
+
+
+@pytest.mark.asyncio
+async def test_resume_and_retry_reuse_the_prompts_that_succeeded(
+    store: tuple[ExecutionStore, Pool],
+) -> None:
+    executions, _ = store
+    execution_id = await _new_running(executions, prompts=3)
+    await executions.update_execution_progress(execution_id, 0, _result(0))
+    await executions.update_execution_progress(execution_id, 1, _result(1, success=False))
+    await executions.complete_execution(execution_id, "failed", "Prompt 2 of 3 failed")
+    failed = await executions.get_execution(execution_id)
+    assert failed is not None
+
+    # A retry is a new execution that starts at the first unfinished prompt.
+    retry, created = await executions.create_execution(
+        flow_id=failed.flow_id,
+        call_name=failed.call_name,
+        agent=failed.agent,
+        prompts=failed.prompts,
+        trigger="retry",
+        retry_of=failed.id,
+    )
+    assert created and retry.current_prompt_index == 1 and retry.retry_of == failed.id
+    assert (await _read(executions, retry.id))["prompt_results"] == [_result(0)]
+
+    # Prefect's "Retry" resumes the failed execution itself: the failure is dropped.
+    resumed = await executions.start_execution(execution_id, flow_run_id=None, worker_name="w")
+    assert resumed is not None and resumed.current_prompt_index == 1 and resumed.attempts == 2
+    assert (await _read(executions, execution_id))["prompt_results"] == [_result(0)]
+
+
+@pytest.mark.asyncio
+async def test_summaries_carry_the_count_and_the_last_result_cut_short(
+    store: tuple[ExecutionStore, Pool],
+) -> None:
+    executions, _ = store
+    execution_id = await _new_running(executions, prompts=2)
+    long = {**_result(0), "response": "x" * 5000}
+    await executions.update_execution_progress(execution_id, 0, long)
+
+    summaries = json.loads(await executions.recent_json(prefect_ui_url=UI, limit=5, results=False))
+    assert len(summaries) == 1
+    summary = ExecutionSummary.model_validate(summaries[0])
+    assert "prompt_results" not in summaries[0] and "prompts" not in summaries[0]
+    assert summary.results_count == 1 and summary.current_prompt == "p1"
+    assert summary.last_result is not None
+    assert summary.last_result["response"] == "x" * 2000
+    assert summary.prefect_url is None  # no flow run yet
+
+    full = json.loads(await executions.recent_json(prefect_ui_url=UI, limit=5))
+    assert full[0]["prompt_results"][0]["response"] == "x" * 5000
+    active = json.loads(await executions.active_json(prefect_ui_url=UI))
+    assert [e["id"] for e in active] == [execution_id]
+
+
+async def _migrate_up_to(database_url: str, last: str, tmp: Path) -> None:
+    for path in migration_files(SQL_DIR):
+        if path.name <= last:
+            shutil.copy(path, tmp / path.name)
+    await apply_migrations(database_url, tmp)
+
+
+@pytest.mark.asyncio
+async def test_the_migration_moves_stored_results_into_rows(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    await _migrate_up_to(fresh_database, "002_leases_and_attempts.sql", tmp_path)
+    items = [_result(0), _result(1), {**_result(2), "response": "é" * 3000}]
+    async with await psycopg.AsyncConnection.connect(fresh_database, autocommit=True) as conn:
+        cursor = await conn.execute(
+            """
+            INSERT INTO flow_executions
+                (flow_id, status, total_prompts, call_name, agent, prompts, prompt_results,
+                 current_prompt_index, completed_at)
+            VALUES (7, 'completed', 3, 'old', 'a', '["a","b","c"]', %s, 3, now()),
+                   (7, 'failed', 3, 'old', 'a', '["a","b","c"]', '[]', 0, now())
+            RETURNING id
+            """,
+            (Jsonb(items),),
+        )
+        with_results, without = [row[0] for row in await cursor.fetchall()]
+
+    applied = await apply_migrations(fresh_database)
+    assert "003_results_table.sql" in applied
+
+    pool = create_pool(fresh_database, max_size=1)
+    await pool.open()
+    try:
+        executions = ExecutionStore(pool)
+        assert (await _read(executions, with_results))["prompt_results"] == items
+        assert (await _read(executions, without))["prompt_results"] == []
+    finally:
+        await pool.close()
+
+
+def test_the_api_reads_results_back_full_or_summarised(
+    api: httpx.Client, make_task_flow: Callable[..., dict[str, Any]]
+) -> None:
+    flow = make_task_flow(prompts=["one", "two"])
+    run = api.post(f"/api/task_flows/{flow['id']}/run").json()
+    done = wait_for_execution(api, run["execution_id"])
+    assert done["status"] == "completed"
+    assert [r["response"] for r in done["prompt_results"]] == ["Echo: one", "Echo: two"]
+    assert done["prefect_url"].endswith(f"/runs/flow-run/{done['flow_run_id']}")
+
+    recent = api.get("/api/executions/recent", params={"limit": 50}).json()
+    mine = next(e for e in recent if e["id"] == done["id"])
+    assert mine == {**done, "partial_response": None}
+
+    summaries = api.get("/api/executions/recent", params={"limit": 50, "results": "false"})
+    assert summaries.status_code == 200
+    assert summaries.headers["content-type"] == "application/json"
+    summary = next(e for e in summaries.json() if e["id"] == done["id"])
+    assert "prompt_results" not in summary
+    assert summary["results_count"] == 2
+    assert summary["last_result"]["response"] == "Echo: two"
+    assert summary["status"] == "completed" and summary["call_name"] == flow["call_name"]
+
+
+def test_a_failed_execution_can_be_retried_through_the_api(
+    api: httpx.Client, make_task_flow: Callable[..., dict[str, Any]], fake_agent: Any
+) -> None:
+    flow = make_task_flow(prompts=["first", "second [fail=400]", "third"])
+    run = api.post(f"/api/task_flows/{flow['id']}/run").json()
+    failed = wait_for_execution(api, run["execution_id"])
+    assert failed["status"] == "failed"
+    retried = api.post(f"/api/executions/{failed['id']}/retry")
+    assert retried.status_code == 200, retried.text
+    new = api.get(f"/api/executions/{retried.json()['execution_id']}").json()
+    assert new["retry_of"] == failed["id"]
+    assert new["prompt_results"][0] == failed["prompt_results"][0]
