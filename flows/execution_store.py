@@ -25,6 +25,7 @@ from psycopg.rows import class_row, tuple_row
 from psycopg.types.json import Jsonb
 
 from flows.database import Pool
+from flows.errors import ConflictError
 from flows.retrying import Backoff
 
 ACTIVE_STATUSES = ("queued", "running")
@@ -167,6 +168,11 @@ class ExecutionStore:
         With an `idempotency_key` already used for this task flow, the existing execution
         comes back with `created=False`.
         """
+        if not prompts:
+            # Only a task flow adopted from the old system can be empty (ours need prompts).
+            raise ConflictError(
+                f"Task flow {call_name!r} has no prompts; add at least one before running it."
+            )
         async with self._pool.connection() as conn, conn.transaction():
             cursor = conn.cursor(row_factory=_as_execution)
             await cursor.execute(

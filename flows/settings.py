@@ -38,8 +38,9 @@ class Settings(BaseSettings):
     database_url: str | None = None
     db_host: str | None = None
     db_port: int = 5432
-    db_name: str = "taskflows"
-    db_user: str = "postgres"
+    # Unset unless given: any DB_* variable (even without DB_HOST) means "this server".
+    db_name: str | None = None
+    db_user: str | None = None
     db_password: SecretStr | None = None
     db_pool_max: int = Field(default=10, ge=1, le=200)
 
@@ -139,18 +140,25 @@ class Settings(BaseSettings):
     @property
     def database_configured(self) -> bool:
         """True when the user pointed us at a database (so `up` must not embed one)."""
-        return self.database_url is not None or self.db_host is not None
+        return self.database_url is not None or any(
+            value is not None
+            for value in (self.db_host, self.db_name, self.db_user, self.db_password)
+        )
 
     def resolved_database_url(self) -> str:
         """The libpq URL of the taskflows database."""
         if self.database_url:
             return self.database_url
-        if self.db_host:
+        if self.database_configured:
             password = self.db_password.get_secret_value() if self.db_password else ""
-            auth = quote(self.db_user, safe="")
+            auth = quote(self.db_user or "postgres", safe="")
             if password:
                 auth += ":" + quote(password, safe="")
-            return f"postgresql://{auth}@{self.db_host}:{self.db_port}/{self.db_name}"
+            # No DB_HOST: the local server's default socket, as libpq reads an empty host
+            # (never a silent embedded database when the user named one).
+            host = self.db_host or ""
+            name = quote(self.db_name or "taskflows", safe="")
+            return f"postgresql://{auth}@{host}:{self.db_port}/{name}"
         raise RuntimeError(
             "No database configured: set DATABASE_URL (or DB_HOST and friends), "
             "or start everything with `make up`, which runs an embedded PostgreSQL."
