@@ -16,8 +16,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from api.deps import ExecutionStoreDep, ResourcesDep, SettingsDep
-from api.params import ExecutionId, error_responses
 from api.live.summary import ExecutionSummary
+from api.params import ExecutionId, error_responses
 from api.schemas import MAX_ID, ExecutionOut
 from flows.errors import NotFoundError
 from flows.execution_store import ExecutionStore
