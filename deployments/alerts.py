@@ -100,11 +100,11 @@ def _automation(
 ) -> AutomationCore:
     expect = {event for name in on for event in ALERT_EVENTS[name]}
     return AutomationCore(
-        name=f"taskflows alert: {task_flow['call_name']}",
+        name=f"taskflows alert: {task_flow.call_name}",
         description=(
-            f"Posts to a webhook when a run of task flow {task_flow['call_name']!r} "
-            f"(id {task_flow['id']}) is {' or '.join(on)}. Managed by taskflows: "
-            f"PUT/DELETE /api/task_flows/{task_flow['id']}/alerts."
+            f"Posts to a webhook when a run of task flow {task_flow.call_name!r} "
+            f"(id {task_flow.id}) is {' or '.join(on)}. Managed by taskflows: "
+            f"PUT/DELETE /api/task_flows/{task_flow.id}/alerts."
         ),
         enabled=enabled,
         trigger=EventTrigger(
@@ -112,7 +112,7 @@ def _automation(
             match={"prefect.resource.id": "prefect.flow-run.*"},
             match_related={
                 "prefect.resource.role": "tag",
-                "prefect.resource.id": f"prefect.tag.{task_flow_tag(task_flow['id'])}",
+                "prefect.resource.id": f"prefect.tag.{task_flow_tag(task_flow.id)}",
             },
             for_each={"prefect.resource.id"},
             posture=Posture.Reactive,
@@ -127,7 +127,7 @@ def _automation(
             )
         ],
         # Only on creation: Prefect's update refuses the field, and keeps the owner anyway.
-        owner_resource=owner_resource(task_flow["id"]) if owned else None,
+        owner_resource=owner_resource(task_flow.id) if owned else None,
     )
 
 
@@ -143,16 +143,16 @@ async def set_alert(
 ) -> Alert:
     """Create or replace the task flow's alert; return it as Prefect has it."""
     block = CustomWebhookNotificationBlock(
-        name=block_name(task_flow["id"]),
+        name=block_name(task_flow.id),
         url=webhook_url,
         json_data={"subject": "{{subject}}", "text": "{{body}}"},
         headers=None,
         cookies=None,
     )
     block_document_id = await block.asave(
-        block_name(task_flow["id"]), overwrite=True, client=prefect
+        block_name(task_flow.id), overwrite=True, client=prefect
     )
-    existing = await _automations_of(prefect, task_flow["id"])
+    existing = await _automations_of(prefect, task_flow.id)
 
     def wanted(owned: bool) -> AutomationCore:
         return _automation(
@@ -173,7 +173,7 @@ async def set_alert(
             await prefect.delete_automation(extra.id)
     else:
         await prefect.create_automation(wanted(owned=True))
-    found = await read_alert(prefect, task_flow["id"])
+    found = await read_alert(prefect, task_flow.id)
     assert found is not None, "the automation was just written"
     return found
 

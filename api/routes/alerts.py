@@ -24,8 +24,8 @@ router = APIRouter(tags=["alerts"], responses=error_responses(401, 404, 422, 503
 
 def to_alert_out(task_flow: TaskFlow, alert: Alert, settings: Settings) -> AlertOut:
     return AlertOut(
-        flow_id=task_flow["id"],
-        call_name=task_flow["call_name"],
+        flow_id=task_flow.id,
+        call_name=task_flow.call_name,
         webhook_url=alert.webhook_url,
         on=alert.on,
         enabled=alert.enabled,
