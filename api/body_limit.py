@@ -11,6 +11,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import BodyTooLarge, error_response
 
+_NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
+
 
 class BodySizeLimit:
     """Wrap `app` so no request body larger than `max_bytes` reaches it."""
@@ -20,7 +22,8 @@ class BodySizeLimit:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in _NO_BODY:
+            # Reads are most requests; none of their routes reads a body.
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")

@@ -108,11 +108,35 @@ async def _crash_flow_run(prefect: PrefectClient, execution: Execution, message:
         logger.warning("Could not mark flow run of execution %s crashed: %r", execution.id, exc)
 
 
+# Any constant shared by every taskflows process; "reconcil" in ASCII.
+_PASS_LOCK_ID = 0x7265636F6E63696C
+
+
+async def _reconcile_if_first(
+    pool: Pool, prefect: PrefectClient, settings: Settings
+) -> dict[str, int]:
+    """One pass, unless another process (API_WORKERS > 1, several APIs) is running one now.
+
+    The writes would be safe side by side anyway (each is conditional); the lock saves the
+    duplicate reads of Prefect. It is a session lock on a pool connection, so a process that
+    dies releases it with its connection.
+    """
+    async with pool.connection() as conn:
+        cursor = await conn.execute("SELECT pg_try_advisory_lock(%s) AS got", (_PASS_LOCK_ID,))
+        row = await cursor.fetchone()
+        if not (row and row["got"]):
+            return {}
+        try:
+            return await reconcile_once(pool, prefect, settings)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (_PASS_LOCK_ID,))
+
+
 async def run_reconciler(pool: Pool, prefect: PrefectClient, settings: Settings) -> None:
     """Reconcile forever, every `settings.reconcile_every_s`; survive outages."""
     while True:
         try:
-            counts = await reconcile_once(pool, prefect, settings)
+            counts = await _reconcile_if_first(pool, prefect, settings)
             if any(counts.values()):
                 logger.warning("Reconciler ended executions: %s", counts)
         except asyncio.CancelledError:

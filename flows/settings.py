@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     )
     # Where the CLI finds the API; http://127.0.0.1:$API_PORT when unset.
     api_url: str | None = Field(default=None, validation_alias="taskflows_api_url")
+    # API processes (uvicorn workers); each has its own pool of `db_pool_max` connections.
+    api_workers: int = Field(default=1, ge=1, le=32)
 
     # Prefect.
     prefect_api_url: str | None = None
