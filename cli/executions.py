@@ -48,7 +48,8 @@ def list_executions(
         if active:
             executions = api.get("/api/executions/active")
         else:
-            executions = api.get("/api/executions/recent", limit=limit)
+            # Summaries: a list needs no answers (`show` fetches them for one execution).
+            executions = api.get("/api/executions/recent", limit=limit, results="false")
     table = Table(title="Active executions" if active else "Recent executions", expand=True)
     table.add_column("ID", style="cyan", no_wrap=True)
     table.add_column("Task flow", style="blue", no_wrap=True, ratio=25)
@@ -102,14 +103,15 @@ def show_execution(execution_id: ExecutionId) -> None:
     results.add_column("Prompt", ratio=35)
     results.add_column("Response", ratio=55)
     results.add_column("Took", justify="right", no_wrap=True)
-    for result in execution["prompt_results"]:
+    for position, result in enumerate(execution["prompt_results"]):
         answer = (
             Text(str(result.get("response") or ""))
             if result.get("success")
             else Text(str(result.get("error") or "failed"), style="red")
         )
         results.add_row(
-            str(result["index"] + 1),
+            # Results adopted from the old system have no index: their place is their index.
+            str(result.get("index", position) + 1),
             Text(str(result.get("prompt") or "")),
             answer,
             duration(result.get("started_at"), result.get("finished_at")),
