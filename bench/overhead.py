@@ -1,5 +1,7 @@
 """Overhead per prompt: (run time - agent time) / prompts, for a 20-prompt run with short
-answers and a 200-prompt run with 50 KB answers. It must stay flat as the results grow.
+answers and a 200-prompt run with 50 KB answers. It must stay flat as the results grow:
+each result is a row of its own (`execution_results`), written with the execution's progress
+in one statement, for taskflows and the baseline alike.
 
 Run time is the execution's `started_at` -> `completed_at` (the flow body, launch excluded:
 that is the launch figure). Agent time is measured at the fake agent (request arrival to
@@ -27,7 +29,7 @@ from bench.system import (
     wait_final,
 )
 
-TARGET = 0.010
+TARGET = 0.005  # issue 15: <= 5 ms per prompt at 20 prompts
 
 
 @dataclass
@@ -106,7 +108,7 @@ async def measure(
     rows.append(
         Row(
             f"overhead per prompt, {short} prompts, short answers",
-            "<= 10 ms",
+            "<= 5 ms",
             ms(value, 1),
             ms(median([c.per_prompt for c in base]), 1),
             value <= TARGET,
@@ -121,10 +123,10 @@ async def measure(
     rows.append(
         Row(
             f"overhead per prompt, {long} prompts x 50 KB answers",
-            "<= 10 ms, flat",
+            "flat (last 20 gaps <= 1.5x the first 20)",
             ms(value, 1),
             ms(base[0].per_prompt, 1),
-            value <= TARGET and flat,
+            flat,
             f"gap answer->next request: first 20 {ms(first, 1)}, last 20 {ms(last, 1)}"
             f" (baseline {ms(base[0].first_gaps, 1)} / {ms(base[0].last_gaps, 1)})",
         )

@@ -1,17 +1,22 @@
 -- wrk script for the bench: optional random execution ids, and a JSON summary line.
--- Usage: wrk ... -s wrk_report.lua <url> [-- <lowest id> <highest id>]
-local lowest, highest = nil, nil
+-- Usage: wrk ... -s wrk_report.lua <url> [-- <lowest id> <highest id> [<step>]]
+-- With a step, only lowest, lowest + step, lowest + 2 * step, ... are asked for.
+local lowest, highest, step = nil, nil, 1
 
 function init(args)
   if #args >= 2 then
     lowest, highest = tonumber(args[1]), tonumber(args[2])
+  end
+  if #args >= 3 then
+    step = tonumber(args[3])
   end
   math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16) % 100000)
 end
 
 function request()
   if lowest then
-    return wrk.format(nil, "/api/executions/" .. math.random(lowest, highest))
+    local n = math.random(0, math.floor((highest - lowest) / step))
+    return wrk.format(nil, "/api/executions/" .. (lowest + n * step))
   end
   return wrk.format()
 end
