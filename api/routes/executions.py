@@ -54,7 +54,9 @@ async def execution_response(
 
     `partial` (the answer being written, from the live feed) is shown only while running.
     """
-    found = await executions.execution_json(execution_id, prefect_ui_url=settings.resolved_prefect_ui_url())
+    found = await executions.execution_json(
+        execution_id, prefect_ui_url=settings.resolved_prefect_ui_url()
+    )
     if found is None:
         raise NotFoundError(f"Execution {execution_id} does not exist.")
     body, status = found
