@@ -17,26 +17,27 @@ import httpx
 import psycopg
 import pytest
 import pytest_asyncio
+from psycopg.conninfo import make_conninfo
 from psycopg.types.json import Jsonb
 
 from api.live.summary import ExecutionSummary
 from api.schemas import ExecutionOut
 from flows.database import SQL_DIR, Pool, apply_migrations, create_pool, migration_files
 from flows.execution_store import ExecutionStore
-from stack.embedded_postgres import EmbeddedPostgres
+from stack.system import System
 from tests.conftest import wait_for_execution
 
 UI = "http://prefect.example/ui"
 
 
 @pytest.fixture
-def fresh_database(postgres_server: tuple[str, EmbeddedPostgres | None]) -> Iterator[str]:
-    """The URL of a new, empty database, dropped afterwards."""
-    admin_url, _ = postgres_server
+def fresh_database(system: System) -> Iterator[str]:
+    """The URL of a new, empty database on the test system's server, dropped afterwards."""
+    admin_url = system.admin_url
     name = f"taskflows_storage_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = admin_url.rsplit("/", 1)[0] + "/" + name
+    url = make_conninfo(admin_url, dbname=name)
     try:
         yield url
     finally:

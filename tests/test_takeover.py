@@ -18,13 +18,13 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from flows.database import apply_migrations
 from stack.commands import api_argv
-from stack.embedded_postgres import EmbeddedPostgres
-from tests.conftest import System
-from tests.fake_agent import free_port
+from stack.ports import free_port
+from stack.system import System
 
 
 def _old_schema(results_type: str) -> str:
@@ -143,13 +143,13 @@ def _fill(conn: psycopg.Connection[Any], results_type: str) -> dict[str, int]:
 
 @pytest.fixture(params=["JSONB", "TEXT"])
 def old_database(
-    request: pytest.FixtureRequest, postgres_server: tuple[str, EmbeddedPostgres | None]
+    request: pytest.FixtureRequest, system: System
 ) -> Iterator[tuple[str, dict[str, int], str]]:
-    admin_url, _ = postgres_server
+    admin_url = system.admin_url
     name = f"taskflows_old_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = admin_url.rsplit("/", 1)[0] + "/" + name
+    url = make_conninfo(admin_url, dbname=name)
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(_old_schema(request.param))
