@@ -6,8 +6,9 @@ run costs an asyncio task. The worker:
 
 - claims a scheduled run by proposing Pending; only an accepted claim runs, so two workers
   never execute the same run;
-- is woken at once by a PostgreSQL NOTIFY from the API, and polls slowly as a safety net
-  for scheduled runs and runs created in the Prefect UI;
+- claims a run the API announces straight from the NOTIFY payload (the whole flow run), with
+  no Prefect poll per launch; polls the work pool slowly as a safety net for scheduled runs,
+  runs created in the Prefect UI and announcements it missed;
 - heartbeats, so the Prefect UI shows it online;
 - bounds its concurrency (`WORKER_CONCURRENCY`);
 - stops on SIGINT/SIGTERM: it stops claiming, cancels the runs in flight (their executions
@@ -52,6 +53,7 @@ from flows.runtime import close_runtime, get_runtime
 from flows.settings import Settings, get_settings
 from flows.task_flow_store import TaskFlowStore
 from worker import engine_patches
+from worker.run_logs import keep_task_run_info_local
 
 logger = logging.getLogger("taskflows.worker")
 
@@ -71,6 +73,11 @@ class Worker:
         # Host and pid: an operator can tell which process holds an execution's lease.
         self.name = name or f"taskflows-{socket.gethostname()}-{os.getpid()}"
         self._wake = asyncio.Event()
+        # Flow runs announced by NOTIFY, claimed without asking Prefect which runs are due.
+        self._announced: dict[UUID, FlowRun] = {}
+        # Whether the next wake-up must also poll the work pool (start, reconnect, timeout,
+        # an announcement without the flow run, or runs left behind when all slots were busy).
+        self._poll_due = True
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
         self._runs: dict[UUID, asyncio.Task[None]] = {}
@@ -88,6 +95,7 @@ class Worker:
 
     async def serve(self) -> None:
         engine_patches.apply()
+        keep_task_run_info_local()
         run_control.set_worker_name(self.name)
         runtime = await get_runtime()
         async with get_client() as client:
@@ -154,15 +162,27 @@ class Worker:
                 async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {WORKER_WAKEUP}")
                     await conn.execute(f"LISTEN {EXECUTION_CHANGES}")
-                    self._wake.set()  # anything announced while we were away
+                    self._poll_due = True  # anything announced while we were away
+                    self._wake.set()
                     async for notify in conn.notifies():
                         if notify.channel == WORKER_WAKEUP:
-                            self._wake.set()
+                            self._on_announcement(notify.payload)
                         else:
                             self._on_execution_change(notify.payload)
             except psycopg.Error as exc:
                 logger.warning("LISTEN connection lost (%r); reconnecting", exc)
                 await asyncio.sleep(1.0)
+
+    def _on_announcement(self, payload: str) -> None:
+        """A new flow run: keep it to claim directly, or poll when the payload is only an id
+        (a flow run too large for a NOTIFY)."""
+        try:
+            flow_run = FlowRun.model_validate_json(payload)
+        except ValueError:
+            self._poll_due = True
+        else:
+            self._announced[flow_run.id] = flow_run
+        self._wake.set()
 
     def _on_execution_change(self, payload: str) -> None:
         try:
@@ -179,15 +199,27 @@ class Worker:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.worker_poll_s)
             except TimeoutError:
-                pass
+                self._poll_due = True
             self._wake.clear()
             if self._stopping.is_set():
                 return
             try:
-                await self._claim_scheduled_runs()
+                if await self._claim_announced_runs() and self._poll_due:
+                    self._poll_due = False
+                    await self._claim_scheduled_runs()
             except Exception as exc:
+                self._poll_due = True
                 logger.warning("Polling for flow runs failed: %r", exc)
                 await asyncio.sleep(1.0)
+
+    async def _claim_announced_runs(self) -> bool:
+        """Claim the runs announced by NOTIFY; False when the slots ran out first."""
+        while self._announced:
+            flow_run_id = next(iter(self._announced))
+            if not await self._start(self._announced[flow_run_id]):
+                return False
+            self._announced.pop(flow_run_id, None)
+        return True
 
     async def _claim_scheduled_runs(self) -> None:
         responses = await self.client.get_scheduled_flow_runs_for_work_pool(
@@ -195,18 +227,29 @@ class Worker:
             scheduled_before=datetime.now(UTC) + timedelta(seconds=1),
         )
         for response in responses:
-            flow_run = response.flow_run
-            if flow_run.id in self._runs:
-                continue
-            if self._slots.locked():
-                self._wake.set()  # come back for the rest when a slot frees up
+            if not await self._start(response.flow_run):
+                self._poll_due = True  # come back for the rest when a slot frees up
                 return
-            await self._slots.acquire()
-            if not await self._claim(flow_run):
-                self._slots.release()
-                continue
-            task = asyncio.create_task(self._execute(flow_run), name=f"flow-run-{flow_run.id}")
-            self._runs[flow_run.id] = task
+
+    async def _start(self, flow_run: FlowRun) -> bool:
+        """Claim `flow_run` and run it in the background; False when every slot is busy (the
+        caller keeps it for later; `_execute` wakes the loop when a slot frees up)."""
+        if flow_run.id in self._runs:
+            return True
+        if self._slots.locked():
+            return False
+        await self._slots.acquire()
+        try:
+            claimed = await self._claim(flow_run)
+        except BaseException:
+            self._slots.release()
+            raise
+        if not claimed:
+            self._slots.release()
+            return True  # another worker has it, or it was cancelled: nothing to keep
+        task = asyncio.create_task(self._execute(flow_run), name=f"flow-run-{flow_run.id}")
+        self._runs[flow_run.id] = task
+        return True
 
     async def _claim(self, flow_run: FlowRun) -> bool:
         """Propose Pending; the server accepts it for exactly one worker."""
