@@ -22,6 +22,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun, TaskRun
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.flows import Flow
+from prefect.settings import get_current_settings
 from prefect.states import Cancelled, State
 
 from flows import run_control
@@ -223,6 +224,10 @@ async def _on_failure(flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]
 @flow(
     name=FLOW_NAME,
     persist_result=False,
+    # Nothing is persisted, but Prefect resolves a result storage at the start of every run:
+    # without one named here it asks the server for its default (a blocking HTTP request on
+    # the worker's event loop). Prefect's own local default, named explicitly, costs nothing.
+    result_storage=get_current_settings().results.local_storage_path,
     log_prints=False,
     on_failure=[_on_failure],
     on_cancellation=[_on_cancellation],

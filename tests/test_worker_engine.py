@@ -1,21 +1,71 @@
-"""The engine patches refuse a Prefect they were not verified against, and leave the
-process's SIGTERM handling to the worker (the behaviour itself: tests/test_crashes.py)."""
+"""The worker's changes to Prefect's engine: an unverified Prefect is a warning naming what is
+unverified, a patched symbol Prefect no longer has is an error (and a failing test here), the
+patched engine leaves SIGTERM to the worker (the behaviour itself: tests/test_crashes.py), the
+task flow never asks the server for its default result storage, task-run INFO records stay
+out of the Prefect API, and progress artifacts are throttled. No server needed."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import logging
 import signal
 import uuid
+from typing import Any
 
 import prefect
+import prefect.artifacts
+import prefect.flow_engine
+import prefect.results
 import pytest
+from prefect.logging.handlers import APILogHandler
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from flows import artifacts as artifacts_module
+from flows.artifacts import RunArtifacts
+from flows.taskflow import run_task_flow
 from worker import engine_patches
+from worker.run_logs import TaskRunInfoStaysLocal, keep_task_run_info_local
 
 
-def test_patches_refuse_an_unverified_prefect(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unverified_prefect_is_a_warning_that_names_what_is_unverified(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setattr(engine_patches, "_applied", False)
-    monkeypatch.setattr(prefect, "__version__", "3.99.0")
-    with pytest.raises(RuntimeError, match=r"re-check worker/engine_patches\.py"):
+    monkeypatch.setattr(prefect, "__version__", "3.10.0")
+    with caplog.at_level(logging.WARNING, logger="taskflows.worker"):
+        engine_patches.apply()
+    text = caplog.text
+    assert "found 3.10.0" in text
+    assert "SIGTERM handling per run" in text and "suspension observer" in text
+    assert prefect.flow_engine.capture_sigterm is not None  # still patched
+
+
+@pytest.mark.parametrize("version", ["3.9.1", "3.9.7"])
+def test_verified_prefect_releases_give_no_warning(version: str) -> None:
+    assert engine_patches.unverified_warning(version) is None
+
+
+@pytest.mark.parametrize("version", ["3.9.0", "3.10.0", "4.0.0", "not-a-version"])
+def test_releases_outside_3_9_1_to_3_9_x_are_unverified(version: str) -> None:
+    warning = engine_patches.unverified_warning(version)
+    assert warning is not None and version in warning
+
+
+def test_every_patched_engine_symbol_exists_and_is_used_by_the_engine() -> None:
+    # Fails the day Prefect renames or drops what the worker replaces: the patches would
+    # silently stop applying.
+    assert engine_patches.missing_symbols() == []
+    engine_source = inspect.getsource(prefect.flow_engine)
+    for module_name, attribute in engine_patches.PATCHED_SYMBOLS:
+        assert module_name == "prefect.flow_engine"
+        assert f"{attribute}(" in engine_source, f"the engine no longer calls {attribute}"
+
+
+def test_a_missing_patched_symbol_stops_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_patches, "_applied", False)
+    monkeypatch.delattr(prefect.flow_engine, "observe_flow_run_suspension")
+    with pytest.raises(engine_patches.EnginePatchError, match="observe_flow_run_suspension"):
         engine_patches.apply()
 
 
@@ -26,3 +76,85 @@ def test_a_patched_engine_installs_no_sigterm_handler() -> None:
         assert signal.getsignal(signal.SIGTERM) is before
     with prefect.flow_engine.observe_flow_run_suspension(uuid.uuid4(), None):  # type: ignore[arg-type]
         pass  # no observer thread, nothing to wait for
+
+
+def test_the_task_flow_never_asks_the_server_for_its_result_storage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_server(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("asked the server for its default result storage")
+
+    monkeypatch.setattr(prefect.results, "_read_server_default_result_storage_block_id", no_server)
+    monkeypatch.setattr(prefect.results, "_aread_server_default_result_storage_block_id", no_server)
+    # An API nobody listens on: any request would fail (and no temporary server starts).
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        store = prefect.results.ResultStore().update_for_flow(run_task_flow, _sync=True)
+    assert store.result_storage is not None
+    assert run_task_flow.persist_result is False
+
+
+def _record(name: str, level: int) -> logging.LogRecord:
+    return logging.LogRecord(name, level, __file__, 1, "Finished in state Completed()", (), None)
+
+
+def test_task_run_info_stays_off_the_api_but_warnings_and_flow_logs_do_not() -> None:
+    keep_task_run_info_local()
+    handlers = [
+        h for h in logging.getLogger("prefect.task_runs").handlers if isinstance(h, APILogHandler)
+    ]
+    assert handlers, "Prefect's task-run logger has no API handler any more"
+    for handler in handlers:
+        assert sum(isinstance(f, TaskRunInfoStaysLocal) for f in handler.filters) == 1
+        assert not handler.filter(_record("prefect.task_runs", logging.INFO))
+        assert handler.filter(_record("prefect.task_runs", logging.WARNING))
+        assert handler.filter(_record("prefect.task_runs", logging.ERROR))
+        assert handler.filter(_record("prefect.flow_runs", logging.INFO))
+    keep_task_run_info_local()  # idempotent: still one filter
+    assert all(sum(isinstance(f, TaskRunInfoStaysLocal) for f in h.filters) == 1 for h in handlers)
+
+
+def test_progress_artifact_writes_are_throttled_and_the_last_count_is_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    writes: list[float] = []
+
+    async def create(progress: float, description: str) -> uuid.UUID:
+        writes.append(progress)
+        return uuid.uuid4()
+
+    async def update(artifact_id: uuid.UUID, progress: float, description: str) -> None:
+        writes.append(progress)
+
+    async def table(**kwargs: Any) -> uuid.UUID:
+        return uuid.uuid4()
+
+    monkeypatch.setattr(artifacts_module, "acreate_progress_artifact", create)
+    monkeypatch.setattr(artifacts_module, "aupdate_progress_artifact", update)
+    monkeypatch.setattr(artifacts_module, "acreate_table_artifact", table)
+
+    async def short_run() -> None:
+        run = RunArtifacts(call_name="short", total=5, progress_every_s=30)
+        for done in range(6):
+            run.progress(done)
+            await asyncio.sleep(0)
+        await run.finish([])
+
+    asyncio.run(short_run())
+    assert writes == [100.0]  # one write for a run shorter than the interval, at 100%
+
+    writes.clear()
+
+    async def long_run() -> None:
+        run = RunArtifacts(call_name="long", total=4, progress_every_s=0.05)
+        run.progress(0)
+        for done in range(1, 5):
+            # Wait until the throttled writer caught up with the previous count.
+            for _ in range(200):
+                if writes and writes[-1] == 25.0 * (done - 1):
+                    break
+                await asyncio.sleep(0.01)
+            run.progress(done)
+        await run.finish([])
+
+    asyncio.run(long_run())
+    assert writes == [0.0, 25.0, 50.0, 75.0, 100.0]

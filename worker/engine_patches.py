@@ -1,6 +1,7 @@
 """The one place where taskflows bends Prefect's engine to run many flow runs in one process.
 
-Prefect 3.9.1 (pinned exactly in pyproject.toml) assumes one flow run per process. Each
+Prefect assumes one flow run per process. taskflows is verified against Prefect 3.9.x
+(pyproject.toml allows `>=3.9.1,<3.10`; uv.lock pins the exact release the tests ran). Each
 change below is checked by tests (tests/test_crashes.py, tests/test_worker_engine.py, and
 every test that runs a flow through the worker) and its effect measured by `make bench`
 (see README "Performance"):
@@ -11,9 +12,11 @@ every test that runs a flow through the worker) and its effect measured by `make
 - `observe_flow_run_suspension` starts, for every run of a deployment, a thread with its
   own event loop, Prefect client and events websocket, and joins it at the end (up to
   0.2 s with the worker's event loop blocked). Task flows never suspend or pause.
-- The server's default result storage is read with a new synchronous client, a blocking
-  HTTP request on the event loop, at the start of every run. It does not change while a
-  worker runs: read it once per process.
+
+The server's default result storage used to be a third patch (Prefect reads it with a
+blocking HTTP request at the start of every run). The task flow now names its result
+storage itself (`result_storage=` on the flow, Prefect's supported setting; see
+flows/taskflow.py), so Prefect never asks the server.
 
 The worker also runs every flow run inside one shared `AsyncClientContext` (see
 `shared_client`), so runs reuse its Prefect client instead of building one each (a new
@@ -23,18 +26,31 @@ SSL context, CSRF token and TCP connection per run).
 from __future__ import annotations
 
 import contextlib
-import functools
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import prefect
 import prefect.flow_engine
-import prefect.results
+from packaging.version import InvalidVersion, Version
 from prefect.client.orchestration import PrefectClient
 from prefect.context import AsyncClientContext
 
-PINNED_PREFECT = "3.9.1"
+logger = logging.getLogger("taskflows.worker")
+
+# The Prefect releases these patches were verified against: 3.9.1 and later 3.9 releases.
+VERIFIED_SERIES = (3, 9)
+VERIFIED_FROM = (3, 9, 1)
+# Module and attribute of each engine symbol replaced below.
+PATCHED_SYMBOLS = (
+    ("prefect.flow_engine", "capture_sigterm"),
+    ("prefect.flow_engine", "observe_flow_run_suspension"),
+)
 _applied = False
+
+
+class EnginePatchError(RuntimeError):
+    """The installed Prefect lacks a symbol taskflows replaces: the worker cannot run safely."""
 
 
 @contextlib.contextmanager
@@ -42,21 +58,61 @@ def _no_suspension_observer(*args: Any, **kwargs: Any) -> Iterator[None]:
     yield
 
 
+def _release(version: str) -> tuple[int, ...]:
+    """`3.9.4` -> (3, 9, 4); () for a version string that does not parse."""
+    try:
+        return Version(version).release
+    except InvalidVersion:
+        return ()
+
+
+def unverified_warning(version: str) -> str | None:
+    """A sentence naming what is unverified when `version` is outside 3.9.1-3.9.x; else None."""
+    release = _release(version)
+    if release[:2] == VERIFIED_SERIES and release >= VERIFIED_FROM:
+        return None
+    return (
+        f"taskflows' worker is verified against Prefect 3.9.x (>= 3.9.1), found {version}: "
+        "unverified are the engine patches in worker/engine_patches.py (SIGTERM handling per "
+        "run, the suspension observer thread), the shared Prefect client per run, and the "
+        "task-run log filter (worker/run_logs.py). Run tests/test_worker_engine.py and "
+        "tests/test_crashes.py against this Prefect before relying on it."
+    )
+
+
+def missing_symbols() -> list[str]:
+    """The patched engine symbols the installed Prefect does not have."""
+    import importlib
+
+    missing = []
+    for module_name, attribute in PATCHED_SYMBOLS:
+        module = importlib.import_module(module_name)
+        if not hasattr(module, attribute):
+            missing.append(f"{module_name}.{attribute}")
+    return missing
+
+
 def apply() -> None:
-    """Patch the engine for in-process runs (idempotent)."""
+    """Patch the engine for in-process runs (idempotent).
+
+    An unverified Prefect version is a warning (the patches may still hold); a patched
+    symbol that no longer exists is an error, because the worker would then run with
+    Prefect's per-process behaviour (a SIGTERM handler per run) without noticing.
+    """
     global _applied
     if _applied:
         return
-    if prefect.__version__ != PINNED_PREFECT:
-        raise RuntimeError(
-            f"taskflows' worker is verified against Prefect {PINNED_PREFECT}, "
-            f"found {prefect.__version__}: re-check worker/engine_patches.py."
+    warning = unverified_warning(prefect.__version__)
+    if warning is not None:
+        logger.warning(warning)
+    missing = missing_symbols()
+    if missing:
+        raise EnginePatchError(
+            f"Prefect {prefect.__version__} has no {', '.join(missing)}: the worker's engine "
+            "patches (worker/engine_patches.py) must be re-done for this Prefect."
         )
     prefect.flow_engine.capture_sigterm = contextlib.nullcontext  # type: ignore[assignment]
     prefect.flow_engine.observe_flow_run_suspension = _no_suspension_observer
-    prefect.results._read_server_default_result_storage_block_id = functools.cache(
-        prefect.results._read_server_default_result_storage_block_id
-    )
     _applied = True
 
 
