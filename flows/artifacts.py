@@ -1,14 +1,18 @@
-"""What a run shows in the Prefect UI besides its task runs: a progress artifact updated
-after each prompt, and a table of prompt / response excerpt / duration / tokens at the end.
+"""What a run shows in the Prefect UI besides its task runs: a progress artifact, and a table
+of prompt / response excerpt / duration / tokens at the end.
 
 Artifacts are a courtesy to Prefect UI users, never a reason to slow or fail a run: every
-write happens in the background, progress updates coalesce (only the latest is sent), and
-errors are logged and dropped.
+write happens in the background and errors are logged and dropped. Progress is throttled:
+at most one write per `PROGRESS_EVERY_S` (the latest count wins), and the final count is
+written when the run ends. A run shorter than that writes its progress artifact once, at
+100%, instead of once per prompt: each write is an API call and a database row update on
+the Prefect server, which under a burst of short runs cost as much as the runs themselves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from typing import Any
@@ -23,6 +27,8 @@ from prefect.artifacts import (
 logger = logging.getLogger("taskflows.artifacts")
 
 EXCERPT_CHARS = 160
+# Prefect UI users see progress at most this late; short runs skip the intermediate writes.
+PROGRESS_EVERY_S = 1.0
 
 
 def artifact_key(call_name: str) -> str:
@@ -53,16 +59,21 @@ def results_table(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 class RunArtifacts:
     """The artifacts of one flow run."""
 
-    def __init__(self, *, call_name: str, total: int) -> None:
+    def __init__(
+        self, *, call_name: str, total: int, progress_every_s: float = PROGRESS_EVERY_S
+    ) -> None:
         self._call_name = call_name
         self._total = total
+        self._every_s = progress_every_s
         self._artifact_id: UUID | None = None
         self._done = 0
         self._sent = -1
         self._writer: asyncio.Task[None] | None = None
+        self._finishing = asyncio.Event()
 
     def progress(self, done: int) -> None:
-        """Note that `done` prompts are finished; the update is sent in the background."""
+        """Note that `done` prompts are finished; the update is sent in the background, at
+        most once per `progress_every_s`."""
         self._done = done
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_progress())
@@ -70,6 +81,9 @@ class RunArtifacts:
     async def _write_progress(self) -> None:
         try:
             while self._sent != self._done:
+                # Wait out the interval (cut short when the run ends), then send the latest.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._finishing.wait(), timeout=self._every_s)
                 done = self._done
                 percent = round(100.0 * done / self._total, 1)
                 description = f"{self._call_name}: {done} of {self._total} prompts done"
@@ -87,6 +101,7 @@ class RunArtifacts:
 
     async def finish(self, results: list[dict[str, Any]]) -> None:
         """Flush the last progress update and publish the results table."""
+        self._finishing.set()
         if self._writer is not None:
             await self._writer
         if not results:

@@ -96,3 +96,72 @@ def test_two_workers_run_every_run_exactly_once_and_survive_losing_one(
     completed = wait_for_execution(api, run["execution_id"])
     assert completed["status"] == "completed" and completed["worker_name"] == running["worker_name"]
     assert wait_for_flow_run(prefect_api, run["flow_run_id"])["state"]["type"] == "COMPLETED"
+
+
+def _flow_run_logs(prefect_api: httpx.Client, flow_run_id: str) -> list[dict]:
+    response = prefect_api.post(
+        "/logs/filter", json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200}
+    )
+    assert response.status_code == 200, response.text
+    return list(response.json())
+
+
+def _task_runs(prefect_api: httpx.Client, flow_run_id: str, count: int) -> list[dict]:
+    """The flow run's task runs once `count` of them are final (the server records task runs
+    from the worker's events, a moment after the flow run ends)."""
+    deadline = time.monotonic() + 30
+    task_runs: list[dict] = []
+    while time.monotonic() < deadline:
+        task_runs = prefect_api.post(
+            "/task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run_id]}}}
+        ).json()
+        final = [t for t in task_runs if t["state"]["type"] in ("COMPLETED", "FAILED")]
+        if len(final) >= count:
+            return task_runs
+        time.sleep(0.2)
+    raise AssertionError(f"task runs never all final: {[t['state'] for t in task_runs]}")
+
+
+def test_the_prefect_ui_shows_each_prompt_and_the_flow_logs_but_no_task_info_records(
+    api: httpx.Client, prefect_api: httpx.Client, fake_agent: DemoAgent, make_task_flow
+):
+    flow = make_task_flow(prompts=["first", "second", "third"])
+    started = _run(api, flow["id"])
+    assert wait_for_execution(api, started["execution_id"])["status"] == "completed"
+    wait_for_flow_run(prefect_api, started["flow_run_id"])
+
+    task_runs = _task_runs(prefect_api, started["flow_run_id"], 3)
+    assert sorted(t["name"] for t in task_runs) == ["prompt 1/3", "prompt 2/3", "prompt 3/3"]
+    assert all(t["state"]["type"] == "COMPLETED" and t["total_run_time"] > 0 for t in task_runs)
+
+    deadline = time.monotonic() + 15
+    messages: list[str] = []
+    while time.monotonic() < deadline:  # logs are shipped in batches
+        logs = _flow_run_logs(prefect_api, started["flow_run_id"])
+        messages = [log["message"] for log in logs]
+        if any("Finished in state Completed" in m for m in messages):
+            break
+        time.sleep(0.2)
+    # The flow run's own records reach the UI; the per-prompt "Finished in state" INFO
+    # records stay in the worker's log (the task runs' states say the same).
+    flow_level = [log for log in logs if log["task_run_id"] is None]
+    assert any("Finished in state Completed" in log["message"] for log in flow_level), messages
+    assert not [log for log in logs if log["task_run_id"] is not None], messages
+
+
+def test_a_failed_prompt_still_logs_its_error_to_the_prefect_ui(
+    api: httpx.Client, prefect_api: httpx.Client, fake_agent: DemoAgent, make_task_flow
+):
+    flow = make_task_flow(prompts=["fine", "broken [fail=400]"])
+    started = _run(api, flow["id"])
+    assert wait_for_execution(api, started["execution_id"])["status"] == "failed"
+    assert wait_for_flow_run(prefect_api, started["flow_run_id"])["state"]["type"] == "FAILED"
+
+    deadline = time.monotonic() + 15
+    task_errors: list[dict] = []
+    while time.monotonic() < deadline and not task_errors:
+        logs = _flow_run_logs(prefect_api, started["flow_run_id"])
+        task_errors = [log for log in logs if log["task_run_id"] and log["level"] >= 40]
+        time.sleep(0.2)
+    assert task_errors, "the failed prompt's error never reached the Prefect UI"
+    assert any("Finished in state Failed" in log["message"] for log in task_errors)
