@@ -1,0 +1,185 @@
+"""The Prefect server's two topologies: one process (the default), and split over Redis (the
+API and the background services in separate processes, `prefect-redis` messaging), which
+`make up`, the tests and the bench start when REDIS_URL is set. Both must give a Prefect user
+the same runs, task runs and artifacts. The split tests need a Redis server (REDIS_URL, else
+127.0.0.1:6379) and are skipped with a reason where none answers."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from stack.commands import api_argv, worker_argv
+from stack.embedded_postgres import EmbeddedPostgres, ensure_databases, prefect_database_url
+from stack.prefect_server import (
+    UNUSED_SERVICES,
+    prefect_env,
+    prefect_services_env,
+    private_redis_database,
+    start_prefect_server,
+)
+from stack.supervisor import Supervisor
+from tests.conftest import _apply_migrations, _drop_databases, _with_database
+from tests.fake_agent import free_port, serve_fake_agent
+
+REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+
+
+def _redis_answers(url: str) -> str | None:
+    """None when Redis answers at `url`, else why not."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=2)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except redis.RedisError as exc:
+        return f"no Redis at {url} ({exc}); set REDIS_URL to run the split topology tests"
+    return None
+
+
+def test_unused_prefect_services_are_off_unless_asked_for(
+    prefect_api: httpx.Client, monkeypatch: pytest.MonkeyPatch
+):
+    settings = prefect_api.get("/admin/settings").json()["server"]["services"]
+    assert settings["triggers"]["enabled"] is False  # automations: triggers and actions
+    assert settings["pause_expirations"]["enabled"] is False
+    # What taskflows relies on keeps running.
+    for service in ("scheduler", "task_run_recorder", "event_persister", "late_runs"):
+        assert settings[service]["enabled"] is True, service
+
+    # One switch brings automations back; a variable the user set wins over ours.
+    assert "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED" not in prefect_services_env(automations=True)
+    monkeypatch.setenv("PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED", "true")
+    assert "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED" not in prefect_services_env()
+    assert set(prefect_services_env()) < set(UNUSED_SERVICES)
+
+
+def test_the_test_system_runs_the_topology_redis_url_asks_for(system) -> None:
+    names = [c.name for c in system.supervisor.children if c.running()]
+    assert "prefect-server" in names
+    # One process by default; split when REDIS_URL is set.
+    assert ("prefect-services" in names) == bool(os.environ.get("REDIS_URL"))
+
+
+@pytest.fixture(scope="module")
+def split_system(
+    postgres_server: tuple[str, EmbeddedPostgres | None], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str, Supervisor]]:
+    """A second whole system whose Prefect server runs split over Redis: (API URL, Prefect
+    API URL, its supervisor)."""
+    reason = _redis_answers(REDIS_URL)
+    if reason is not None:
+        pytest.skip(reason)
+    admin_url, _ = postgres_server
+    suffix = uuid.uuid4().hex[:8]
+    app_db, prefect_db = f"taskflows_split_{suffix}", f"prefect_split_{suffix}"
+    ensure_databases(admin_url, [app_db, prefect_db], {prefect_db: ["pg_trgm"]})
+    work: Path = tmp_path_factory.mktemp("split")
+    supervisor = Supervisor(work / "logs")
+    try:
+        with private_redis_database(REDIS_URL) as redis_url:
+            try:
+                prefect_port = free_port()
+                start_prefect_server(
+                    prefect_port,
+                    prefect_database_url(admin_url, prefect_db),
+                    home=work / "prefect-home",
+                    log_dir=work / "logs",
+                    supervisor=supervisor,
+                    timeout=300,
+                    redis_url=redis_url,
+                )
+                prefect_api_url = f"http://127.0.0.1:{prefect_port}/api"
+                database_url = _with_database(admin_url, app_db)
+                _apply_migrations(database_url)
+                with serve_fake_agent() as (_, agent_url):
+                    api_port = free_port()
+                    env = {
+                        **prefect_env(prefect_api_url, home=work / "prefect-home"),
+                        "DATABASE_URL": database_url,
+                        "AGENT_API_URL": agent_url,
+                        "API_PORT": str(api_port),
+                    }
+                    supervisor.start("worker", worker_argv(), env=env)
+                    api_url = f"http://127.0.0.1:{api_port}"
+                    supervisor.start(
+                        "api",
+                        api_argv(api_port),
+                        env=env,
+                        ready_url=f"{api_url}/healthz",
+                        ready_timeout=120,
+                    )
+                    yield api_url, prefect_api_url, supervisor
+            finally:
+                supervisor.stop_all()  # before its Redis database is emptied
+    finally:
+        _drop_databases(admin_url, [app_db, prefect_db])
+
+
+def test_split_prefect_server_runs_api_and_services_in_separate_processes(
+    split_system: tuple[str, str, Supervisor],
+) -> None:
+    _, prefect_api_url, supervisor = split_system
+    running = {c.name: c for c in supervisor.children if c.running()}
+    assert {"prefect-server", "prefect-services"} <= set(running)
+    assert running["prefect-server"].pid != running["prefect-services"].pid
+    services_log = running["prefect-services"].log_tail(200)
+    assert "Starting services" in services_log, services_log
+    settings = httpx.get(f"{prefect_api_url}/admin/settings", timeout=30).json()
+    assert settings["server"]["events"]["messaging_broker"] == "prefect_redis.messaging"
+
+
+def test_a_run_on_the_split_server_shows_task_runs_and_artifacts(
+    split_system: tuple[str, str, Supervisor],
+) -> None:
+    api_url, prefect_api_url, _ = split_system
+    with (
+        httpx.Client(base_url=api_url, timeout=30) as api,
+        httpx.Client(base_url=prefect_api_url, timeout=30) as prefect_api,
+    ):
+        created = api.post(
+            "/api/task_flows",
+            json={"call_name": f"split-{uuid.uuid4().hex[:8]}", "prompts": ["one", "two"]},
+        )
+        assert created.status_code in (200, 201), created.text
+        started = api.post(f"/api/task_flows/{created.json()['id']}/run").json()
+        deadline = time.monotonic() + 90
+        execution: dict = {}
+        while time.monotonic() < deadline:
+            execution = api.get(f"/api/executions/{started['execution_id']}").json()
+            if execution["status"] in ("completed", "failed", "cancelled"):
+                break
+            time.sleep(0.2)
+        assert execution["status"] == "completed", execution
+
+        # Task runs are recorded by the services process from events that crossed Redis.
+        flow_run_id = started["flow_run_id"]
+        task_runs: list[dict] = []
+        artifacts: list[dict] = []
+        while time.monotonic() < deadline:
+            task_runs = prefect_api.post(
+                "/task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run_id]}}}
+            ).json()
+            artifacts = prefect_api.post(
+                "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}
+            ).json()
+            completed = [t for t in task_runs if t["state"]["type"] == "COMPLETED"]
+            if len(completed) == 2 and {a["type"] for a in artifacts} >= {"progress", "table"}:
+                break
+            time.sleep(0.3)
+        assert sorted(t["name"] for t in task_runs) == ["prompt 1/2", "prompt 2/2"]
+        assert all(t["state"]["type"] == "COMPLETED" for t in task_runs), task_runs
+        by_type = {a["type"]: a for a in artifacts}
+        assert by_type["progress"]["data"] == 100.0
+        assert "Echo: two" in str(by_type["table"]["data"])
+        flow_run = prefect_api.get(f"/flow_runs/{flow_run_id}").json()
+        assert flow_run["state"]["type"] == "COMPLETED"
