@@ -25,6 +25,7 @@ import psycopg
 
 from bench import burst, launch, live_output, overhead, progress, throughput
 from bench.baseline_client import start_baseline
+from bench.profiling import Profiler
 from bench.stats import Row, render
 from bench.system import System, bench_system, connect, settle
 from bench.system import progress as say
@@ -50,6 +51,30 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="log the API's and the worker's HTTP and SQL calls; write a launch trace "
         "(timings with tracing on are a little slower)",
+    )
+    parser.add_argument(
+        "--sustained",
+        type=int,
+        default=None,
+        help="runs in the sustained figure (default 500; quick 40): fewer for a quicker "
+        "before/after comparison on a busy machine",
+    )
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="run the Prefect server split (API + services processes over Redis): REDIS_URL's "
+        "server, else redis://127.0.0.1:6379; also the default when REDIS_URL is set",
+    )
+    parser.add_argument(
+        "--one-process",
+        action="store_true",
+        help="run the Prefect server as one process even when REDIS_URL is set",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the Prefect server and the worker with py-spy while the figures run; "
+        "write top-N tables by Prefect service and API route (profile-*.md) to the log directory",
     )
     parser.add_argument(
         "--env",
@@ -129,7 +154,7 @@ async def _run(system: System, args: argparse.Namespace, busy: list[str]) -> lis
             system,
             baseline,
             burst=20 if quick else 50,
-            sustained=40 if quick else 500,
+            sustained=args.sustained or (40 if quick else 500),
             sustained_timeout=120 if quick else 900,
         ),
         "api": lambda: throughput.measure(
@@ -166,6 +191,18 @@ async def _run(system: System, args: argparse.Namespace, busy: list[str]) -> lis
     return rows
 
 
+def _profiler(system: System) -> Profiler:
+    """py-spy on every Prefect server process and the worker, started now."""
+    targets = {
+        child.name: child.pid
+        for child in system.supervisor.children
+        if child.pid is not None and (child.name.startswith("prefect") or child.name == "worker")
+    }
+    profiler = Profiler(system.supervisor.log_dir, targets)
+    profiler.start()
+    return profiler
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -186,10 +223,17 @@ def main(argv: list[str] | None = None) -> int:
     database = "DATABASE_URL's server" if os.environ.get("DATABASE_URL") else "embedded"
     try:
         trace_dir = log_dir / "trace" if args.trace else None
-        with bench_system(log_dir, trace_dir, args.extra_env) as system:
+        redis_url = None
+        if (args.split or os.environ.get("REDIS_URL")) and not args.one_process:
+            redis_url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+        with bench_system(log_dir, trace_dir, args.extra_env, redis_url) as system:
+            profiler = _profiler(system) if args.profile else None
             try:
                 rows = asyncio.run(_run(system, args, busy))
             finally:
+                if profiler is not None:
+                    for summary in profiler.stop():
+                        say(f"profile summary: {summary}")
                 # A second Ctrl-C must not cut the shutdown short and leave processes behind.
                 signal.signal(signal.SIGINT, _still_stopping)
                 signal.signal(signal.SIGTERM, _still_stopping)
@@ -208,7 +252,19 @@ def main(argv: list[str] | None = None) -> int:
         f"at end {load_end}",
         f"PostgreSQL: {database}; Prefect {version('prefect')}; "
         f"Python {platform.python_version()}; repeats of noisy figures: {args.repeat}",
+        "Prefect server: "
+        + (
+            f"split over Redis (API processes: {os.environ.get('PREFECT_API_PROCESSES', '1')}, "
+            "services: 1)"
+            if redis_url
+            else "one process (API and services)"
+        ),
     ]
+    if args.profile:
+        header.append(
+            "--profile: py-spy sampled the Prefect server and the worker (figures a little "
+            f"slower); summaries in {log_dir}/profile-*.md"
+        )
     if args.extra_env:
         header.append("worker and API environment: " + " ".join(args.env))
     if busy:

@@ -18,13 +18,13 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from bench.baseline_client import Baseline, new_keys, trigger
-from bench.stats import Row, fmt, ms
+from bench.stats import Row, cpu_per_run, fmt, ms
 from bench.system import (
     FINAL,
     CpuMeter,
@@ -57,6 +57,7 @@ class Outcome:
     stuck_in_prefect: int | None = None
     top_error: str = ""
     cpu: str = ""
+    cpu_spent: dict[str, float] = field(default_factory=dict)
 
     @property
     def elapsed(self) -> float:
@@ -149,6 +150,7 @@ async def _ours(system: System, flow_id: int, count: int, parallel: int, timeout
             ids, submitted_at = await _post_many(client, flow_id, count, parallel)
         rows = await wait_final(conn, ids, timeout=timeout, interval=0.1 if count <= 100 else 0.5)
         outcome = _outcome(started_at, rows, count)
+        outcome.cpu_spent = meter.measure()[0]
         outcome.cpu = meter.stop()
         outcome.submitted_at = submitted_at
         flow_run_ids = [str(r["flow_run_id"]) for r in rows.values() if r.get("flow_run_id")]
@@ -172,6 +174,7 @@ async def _base(system: System, flow_id: int, count: int, timeout: float) -> Out
             column="idempotency_key",
         )
         outcome = _outcome(started_at, rows, count)
+        outcome.cpu_spent = meter.measure()[0]
         outcome.cpu = meter.stop()
         return outcome
     finally:
@@ -214,6 +217,14 @@ async def measure(
             f"{ours.cpu}; baseline {base.cpu}{ours.top_error}",
         ),
         Row(
+            "  burst: CPU per 5-prompt run",
+            "-",
+            cpu_per_run(ours.cpu_spent, burst),
+            cpu_per_run(base.cpu_spent, burst),
+            None,
+            "CPU-s of each process during the burst / runs",
+        ),
+        Row(
             "peak worker RSS per concurrent run (burst)",
             "<= 2 MB",
             f"{_per_run_mb(ours, burst):.2f} MB",
@@ -246,6 +257,14 @@ async def measure(
             f"{ours.completed} completed in {ours.elapsed:.1f} s, {ours.failed} failed; "
             f"POSTs accepted at {accepted:.1f}/s; "
             f"{ours.cpu}; baseline {base.cpu}{ours.top_error}",
+        ),
+        Row(
+            "  sustained: CPU per 5-prompt run",
+            "-",
+            cpu_per_run(ours.cpu_spent, sustained),
+            cpu_per_run(base.cpu_spent, sustained),
+            None,
+            "CPU-s of each process during the sustained load / runs",
         ),
         Row(
             f"sustained: runs stuck (not final after {sustained_timeout:.0f} s)",

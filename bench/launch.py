@@ -22,7 +22,7 @@ import httpx
 
 from bench import trace
 from bench.baseline_client import Baseline, new_keys, trigger
-from bench.stats import Row, median, ms, percentile, spread
+from bench.stats import Row, cpu_per_run, median, ms, percentile, spread
 from bench.system import (
     FINAL,
     CpuMeter,
@@ -198,8 +198,8 @@ async def measure(
         Row(
             "  launch: CPU per 1-prompt run",
             "-",
-            _cpu_per_run(cpu_ours, runs, ("prefect-server", "worker", "api")),
-            _cpu_per_run(cpu_base, runs, ("baseline",)),
+            _cpu_per_run(cpu_ours, runs),
+            _cpu_per_run(cpu_base, runs),
             None,
             "median over repeats; bench+agent excluded",
         )
@@ -207,12 +207,10 @@ async def measure(
     return rows
 
 
-def _cpu_per_run(batches: list[dict[str, float]], runs: int, names: tuple[str, ...]) -> str:
-    parts = []
-    for name in names:
-        value = median([batch.get(name, float("nan")) for batch in batches]) / runs
-        parts.append(f"{name} {ms(value)}")
-    return ", ".join(parts)
+def _cpu_per_run(batches: list[dict[str, float]], runs: int) -> str:
+    names = {name for batch in batches for name in batch}
+    medians = {name: median([batch.get(name, float("nan")) for batch in batches]) for name in names}
+    return cpu_per_run(medians, runs)
 
 
 def _write_trace(samples: list[LaunchSample], trace_dir: Path) -> None:

@@ -41,6 +41,25 @@ def fmt(value: float, unit: str = "", digits: int = 0) -> str:
     return f"{value:,.{digits}f}{unit}"
 
 
+def cpu_per_run(spent: dict[str, float], runs: int) -> str:
+    """`prefect+worker 180 ms (prefect-server 140, worker 40); api 8 ms` per run: the
+    orchestration's CPU per run first (every Prefect process and the worker), then the rest
+    of the system's processes (the bench and its fake agent excluded)."""
+    if runs <= 0:
+        return "n/a"
+    orchestration = {n: v for n, v in spent.items() if n.startswith("prefect") or n == "worker"}
+    others = {
+        n: v for n, v in spent.items() if n not in orchestration and n != "bench+agent" and v > 0
+    }
+    parts = []
+    if orchestration:
+        detail = ", ".join(f"{n} {v / runs * 1000:.0f}" for n, v in sorted(orchestration.items()))
+        total = sum(orchestration.values()) / runs
+        parts.append(f"prefect+worker {total * 1000:.0f} ms ({detail})")
+    parts += [f"{n} {v / runs * 1000:.0f} ms" for n, v in sorted(others.items())]
+    return "; ".join(parts) or "n/a"
+
+
 @dataclass
 class Row:
     """One line of the table: a figure, its target, ours, the baseline's, and a verdict."""

@@ -17,7 +17,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from bench.agent import FakeAgent, serve_agent
+from stack.prefect_server import private_redis_database
 from stack.supervisor import Child, Supervisor
 from stack.system import System as RunningSystem
 from stack.system import SystemOptions, start_system
@@ -70,14 +71,48 @@ def progress(message: str) -> None:
 
 @contextmanager
 def bench_system(
-    log_dir: Path, trace_dir: Path | None = None, extra_env: dict[str, str] | None = None
+    log_dir: Path,
+    trace_dir: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+    redis_url: str | None = None,
 ) -> Iterator[System]:
     """Start everything; on leaving the block (or an error, or Ctrl-C) stop all of it.
 
     With `trace_dir`, the worker and the API log each HTTP request and SQL statement they
     make there (bench/trace_hook/sitecustomize.py). `extra_env` is added to the worker's and
-    the API's environment (to try a setting without changing code).
+    the API's environment (to try a setting without changing code). With `redis_url` the
+    Prefect server runs split over Redis, on a Redis database of its own; otherwise it is
+    one process (REDIS_URL from the environment is set aside).
     """
+    with ExitStack() as resources:
+        private = resources.enter_context(private_redis_database(redis_url)) if redis_url else None
+        if private:
+            progress(f"Prefect server: split over Redis ({private})")
+        # start_prefect_server takes the topology from REDIS_URL, like `make up`.
+        resources.enter_context(_environment("REDIS_URL", private))
+        yield from _bench_system(log_dir, trace_dir, extra_env)
+
+
+@contextmanager
+def _environment(name: str, value: str | None) -> Iterator[None]:
+    """`name` set to `value` (or unset for None) in this process's environment, restored after."""
+    before = os.environ.get(name)
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def _bench_system(
+    log_dir: Path, trace_dir: Path | None, extra_env: dict[str, str] | None
+) -> Iterator[System]:
     work = Path(tempfile.mkdtemp(prefix="taskflows-bench-"))
     configured = os.environ.get("DATABASE_URL") or None
     where = "DATABASE_URL's server, fresh databases *_bench_*" if configured else "embedded"
