@@ -1,18 +1,23 @@
 """`--profile`: where the Prefect server's and the worker's CPU goes, by Prefect service and
 API route.
 
-py-spy samples each process (`py-spy record --format raw`, 50 Hz, active threads only) while
-the figures are measured, and writes the collapsed stacks to the log directory. Each sample
-is then attributed twice:
+py-spy samples each process (`py-spy record --format raw --gil`, 50 Hz: only the thread
+holding the GIL, i.e. Python doing work, not threads waiting in a selector) while the
+figures are measured, and writes the collapsed stacks to the log directory. Each sample is
+then attributed three ways:
 
 - to its *owner*: the outermost recognisable frame from the root, i.e. the API route module
   (`prefect/server/api/flow_runs.py` -> `route flow_runs`), the server service
   (`task_run_recorder`, `event_persister`, ...), or in the worker the engine part
   (`task_engine`, `flow_engine`, `events`, `logging`, `artifacts`, taskflows' own code);
 - to its *leaf library*: the innermost frame's package (`sqlalchemy`, `asyncpg`, `pydantic`,
-  `json`, ...), which says what kind of work it was.
+  `json`, ...), which says what kind of work it was;
+- to its *innermost Prefect function*: SQLAlchemy's async sessions run their work in
+  greenlets whose stacks do not reach back to the route or service that asked for it, so
+  the owner table has a large "other" share; the innermost `prefect.*` frame still says
+  which Prefect code it was (`models.task_runs`, `events.storage.database`, ...).
 
-`profile-<process>.md` in the log directory holds both top-N tables.
+`profile-<process>.md` in the log directory holds the three top-N tables.
 """
 
 from __future__ import annotations
@@ -66,7 +71,9 @@ def owner_of(module: str, function: str) -> str | None:
             return f"prefect {part}"
     if module.startswith("prefect/client/"):
         return "prefect client"
-    if module.split("/", 1)[0] in ("flows", "worker", "deployments"):
+    if module.split("/", 1)[0] in ("flows", "worker", "deployments") and not module.endswith(
+        "__main__"
+    ):  # the worker's entry point is the root of every stack: it owns nothing
         return f"taskflows {module}"
     return None
 
@@ -82,6 +89,7 @@ class Profile:
     by_owner: Counter[str] = field(default_factory=Counter)
     by_library: Counter[str] = field(default_factory=Counter)
     by_owner_library: Counter[tuple[str, str]] = field(default_factory=Counter)
+    by_prefect_function: Counter[str] = field(default_factory=Counter)
 
 
 def summarise(raw: str) -> Profile:
@@ -100,6 +108,15 @@ def summarise(raw: str) -> Profile:
                 owner = found
                 break
         library = library_of(_module_path(frames[-1]["file"])) if frames else "unknown"
+        innermost = "(no Prefect frame)"
+        for frame in reversed(frames):
+            module = _module_path(frame["file"])
+            if module.startswith("prefect/"):
+                innermost = (
+                    f"{module.removeprefix('prefect/').replace('/', '.')}:{frame['function']}"
+                )
+                break
+        profile.by_prefect_function[innermost] += count
         profile.samples += count
         profile.by_owner[owner] += count
         profile.by_library[library] += count
@@ -113,7 +130,7 @@ def render(name: str, profile: Profile, top: int = TOP_N) -> str:
     lines = [
         f"# Profile of {name}",
         "",
-        f"{profile.samples} samples at {RATE_HZ} Hz (~{seconds:.1f} CPU-s of active threads).",
+        f"{profile.samples} samples at {RATE_HZ} Hz (~{seconds:.1f} s holding the GIL).",
         "Owner: the outermost Prefect service, API route or engine part on the stack.",
         "",
         "| owner | share | samples | top leaf libraries |",
@@ -128,6 +145,9 @@ def render(name: str, profile: Profile, top: int = TOP_N) -> str:
     lines += ["", "| leaf library | share | samples |", "|---|---|---|"]
     for library, count in profile.by_library.most_common(top):
         lines.append(f"| {library} | {count / total:.1%} | {count} |")
+    lines += ["", "| innermost Prefect function | share | samples |", "|---|---|---|"]
+    for function, count in profile.by_prefect_function.most_common(top):
+        lines.append(f"| {function} | {count / total:.1%} | {count} |")
     return "\n".join(lines) + "\n"
 
 
@@ -163,6 +183,7 @@ class Profiler:
                     "raw",
                     "--subprocesses",
                     "--nonblocking",
+                    "--gil",
                     "--output",
                     str(self.log_dir / f"profile-{name}.txt"),
                 ],
