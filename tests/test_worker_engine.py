@@ -88,9 +88,12 @@ def test_the_task_flow_never_asks_the_server_for_its_result_storage(
     monkeypatch.setattr(prefect.results, "_aread_server_default_result_storage_block_id", no_server)
     # An API nobody listens on: any request would fail (and no temporary server starts).
     with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
-        store = prefect.results.ResultStore().update_for_flow(run_task_flow, _sync=True)
-    assert store.result_storage is not None
-    assert run_task_flow.persist_result is False
+        # What the engine calls at the start of every run (synchronously, on its event loop).
+        update_for_flow: Any = prefect.results.ResultStore().update_for_flow
+        store = update_for_flow(run_task_flow, _sync=True)
+        assert store.result_storage is not None
+        store = asyncio.run(prefect.results.ResultStore().aupdate_for_flow(run_task_flow))
+        assert run_task_flow.persist_result is False
 
 
 def _record(name: str, level: int) -> logging.LogRecord:
