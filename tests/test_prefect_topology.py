@@ -7,6 +7,8 @@ the same runs, task runs and artifacts. The split tests need a Redis server (RED
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,18 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stack.commands import api_argv, worker_argv
-from stack.embedded_postgres import EmbeddedPostgres, ensure_databases, prefect_database_url
-from stack.prefect_server import (
-    UNUSED_SERVICES,
-    prefect_env,
-    prefect_services_env,
-    private_redis_database,
-    start_prefect_server,
-)
+from stack.demo_agent import DemoAgent
+from stack.prefect_server import UNUSED_SERVICES, prefect_services_env, private_redis_database
 from stack.supervisor import Supervisor
-from tests.conftest import _apply_migrations, _drop_databases, _with_database
-from tests.fake_agent import free_port, serve_fake_agent
+from stack.system import SystemOptions, start_system
 
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 
@@ -72,57 +66,39 @@ def test_the_test_system_runs_the_topology_redis_url_asks_for(system) -> None:
 
 @pytest.fixture(scope="module")
 def split_system(
-    postgres_server: tuple[str, EmbeddedPostgres | None], tmp_path_factory: pytest.TempPathFactory
+    _served_agent: tuple[DemoAgent, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, str, Supervisor]]:
-    """A second whole system whose Prefect server runs split over Redis: (API URL, Prefect
-    API URL, its supervisor)."""
+    """A second whole system whose Prefect server runs split over Redis, on a Redis database
+    of its own: (API URL, Prefect API URL, its supervisor)."""
     reason = _redis_answers(REDIS_URL)
     if reason is not None:
         pytest.skip(reason)
-    admin_url, _ = postgres_server
-    suffix = uuid.uuid4().hex[:8]
-    app_db, prefect_db = f"taskflows_split_{suffix}", f"prefect_split_{suffix}"
-    ensure_databases(admin_url, [app_db, prefect_db], {prefect_db: ["pg_trgm"]})
-    work: Path = tmp_path_factory.mktemp("split")
-    supervisor = Supervisor(work / "logs")
+    work_dir = Path(tempfile.mkdtemp(prefix="taskflows-split-"))
+    options = SystemOptions(
+        work_dir=work_dir,
+        log_dir=tmp_path_factory.mktemp("split") / "logs",
+        database_url=os.environ.get("DATABASE_URL") or None,
+        fresh_databases="split",
+        agent_url=_served_agent[1],
+        api_ready_timeout=120,
+        prefect_ready_timeout=300,
+    )
+    previous = os.environ.get("REDIS_URL")
     try:
         with private_redis_database(REDIS_URL) as redis_url:
+            # start_prefect_server takes the topology from REDIS_URL, as `make up` does.
+            os.environ["REDIS_URL"] = redis_url
             try:
-                prefect_port = free_port()
-                start_prefect_server(
-                    prefect_port,
-                    prefect_database_url(admin_url, prefect_db),
-                    home=work / "prefect-home",
-                    log_dir=work / "logs",
-                    supervisor=supervisor,
-                    timeout=300,
-                    redis_url=redis_url,
-                )
-                prefect_api_url = f"http://127.0.0.1:{prefect_port}/api"
-                database_url = _with_database(admin_url, app_db)
-                _apply_migrations(database_url)
-                with serve_fake_agent() as (_, agent_url):
-                    api_port = free_port()
-                    env = {
-                        **prefect_env(prefect_api_url, home=work / "prefect-home"),
-                        "DATABASE_URL": database_url,
-                        "AGENT_API_URL": agent_url,
-                        "API_PORT": str(api_port),
-                    }
-                    supervisor.start("worker", worker_argv(), env=env)
-                    api_url = f"http://127.0.0.1:{api_port}"
-                    supervisor.start(
-                        "api",
-                        api_argv(api_port),
-                        env=env,
-                        ready_url=f"{api_url}/healthz",
-                        ready_timeout=120,
-                    )
-                    yield api_url, prefect_api_url, supervisor
+                running = start_system(options)
             finally:
-                supervisor.stop_all()  # before its Redis database is emptied
+                if previous is None:
+                    os.environ.pop("REDIS_URL", None)
+                else:
+                    os.environ["REDIS_URL"] = previous
+            with running:  # stopped before its Redis database is emptied
+                yield running.api_url, running.prefect_api_url, running.supervisor
     finally:
-        _drop_databases(admin_url, [app_db, prefect_db])
+        shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def test_split_prefect_server_runs_api_and_services_in_separate_processes(
