@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -22,8 +23,11 @@ from psycopg.types.json import Jsonb
 
 from api.live.summary import ExecutionSummary
 from api.schemas import ExecutionOut
+from cli.sse import events
 from flows.database import SQL_DIR, Pool, apply_migrations, create_pool, migration_files
 from flows.execution_store import ExecutionStore
+from stack.commands import api_argv
+from stack.ports import free_port
 from stack.system import System
 from tests.conftest import wait_for_execution
 
@@ -246,3 +250,45 @@ def test_a_failed_execution_can_be_retried_through_the_api(
     new = api.get(f"/api/executions/{retried.json()['execution_id']}").json()
     assert new["retry_of"] == failed["id"]
     assert new["prompt_results"][0] == failed["prompt_results"][0]
+
+
+def test_two_api_processes_serve_the_reads_and_the_stream(
+    system: System, api: httpx.Client, make_task_flow: Callable[..., dict[str, Any]]
+) -> None:
+    """API_WORKERS=2: each process has its own pool, LISTEN and reconciler; a stream on
+    either sees every change, and the reads answer the same as one process."""
+    port = free_port()
+    served = system.supervisor.start(
+        "api-two-workers",
+        api_argv(port, workers=2),
+        env={**system.env, "API_PORT": str(port)},
+        ready_url=f"http://127.0.0.1:{port}/healthz",
+        ready_timeout=90,
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as two:
+            flow = make_task_flow(prompts=["over two processes"])
+            seen: list[dict[str, Any]] = []
+            with two.stream("GET", "/api/executions/stream") as stream:
+                run = two.post(f"/api/task_flows/{flow['id']}/run").json()
+                deadline = time.monotonic() + 60
+
+                def lines() -> Iterator[str]:
+                    for line in stream.iter_lines():  # heartbeats every 15 s keep it moving
+                        assert time.monotonic() < deadline, f"no completion; saw {seen}"
+                        yield line
+
+                for event in events(lines()):
+                    if event.event == "execution" and event.json()["id"] == run["execution_id"]:
+                        seen.append(event.json())
+                        if event.json()["status"] == "completed":
+                            break
+            assert seen[-1]["results_count"] == 1
+            done = wait_for_execution(two, run["execution_id"])
+            assert done == api.get(f"/api/executions/{done['id']}").json()
+            for _ in range(4):  # several connections, so both processes answer some
+                recent = two.get("/api/executions/recent", params={"results": "false"})
+                assert recent.status_code == 200
+                assert recent.json()[0]["id"] >= done["id"]
+    finally:
+        served.stop()
