@@ -7,7 +7,10 @@ worker under `make up`) never apply the same file twice.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
+from weakref import WeakKeyDictionary
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
@@ -67,7 +70,28 @@ def create_pool(
         name=name,
         timeout=timeout,
         open=False,
-        # A restarted PostgreSQL leaves dead connections in the pool: check before lending.
-        check=AsyncConnectionPool.check_connection,
+        # A restarted PostgreSQL leaves dead connections in the pool: check before lending
+        # (but not one that was just used: see `_check_unless_just_used`).
+        check=_check_unless_just_used,
+        reset=_note_returned,
         reconnect_timeout=300,
     )
+
+
+# A connection handed back this recently is taken as alive without a round trip: checking
+# every loan cost a round trip per API request (about a third of a small read). After a
+# restart of PostgreSQL the pool's connections sit unused for longer than this, so they are
+# checked; one that breaks in use anyway is discarded by the pool when it comes back.
+_JUST_USED_S = 1.0
+_returned_at: WeakKeyDictionary[Any, float] = WeakKeyDictionary()
+
+
+async def _note_returned(conn: psycopg.AsyncConnection[Any]) -> None:
+    _returned_at[conn] = time.monotonic()
+
+
+async def _check_unless_just_used(conn: psycopg.AsyncConnection[Any]) -> None:
+    returned = _returned_at.get(conn)
+    if returned is not None and time.monotonic() - returned < _JUST_USED_S:
+        return
+    await AsyncConnectionPool.check_connection(conn)
