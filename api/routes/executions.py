@@ -15,7 +15,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from api.deps import ExecutionStoreDep, ResourcesDep, SettingsDep
+from api.deps import ResourcesDep
 from api.live.summary import ExecutionSummary
 from api.params import ExecutionId, error_responses
 from api.schemas import MAX_ID, ExecutionOut
@@ -67,17 +67,22 @@ async def execution_response(
     return _json(body)
 
 
+# The hot reads ask for the shared resources only: every dependency FastAPI resolves is
+# paid on every request, and an empty answer is little else.
+
+
 # /active and /recent come before /{execution_id}, which would otherwise match them.
 @router.get("/active", response_model=list[ExecutionOut])
-async def list_active_executions(executions: ExecutionStoreDep, settings: SettingsDep) -> Response:
+async def list_active_executions(resources: ResourcesDep) -> Response:
     """Queued and running executions, oldest first."""
-    return _json(await executions.active_json(prefect_ui_url=settings.resolved_prefect_ui_url()))
+    executions = ExecutionStore(resources.pool)
+    ui_url = resources.settings.resolved_prefect_ui_url()
+    return _json(await executions.active_json(prefect_ui_url=ui_url))
 
 
 @router.get("/recent", response_model=list[ExecutionOut] | list[ExecutionSummary])
 async def list_recent_executions(
-    executions: ExecutionStoreDep,
-    settings: SettingsDep,
+    resources: ResourcesDep,
     limit: Limit = 20,
     before_id: BeforeId = None,
     results: WithResults = True,
@@ -88,8 +93,8 @@ async def list_recent_executions(
     list needs no answers until one execution is opened with `GET /api/executions/{id}`.
     """
     return _json(
-        await executions.recent_json(
-            prefect_ui_url=settings.resolved_prefect_ui_url(),
+        await ExecutionStore(resources.pool).recent_json(
+            prefect_ui_url=resources.settings.resolved_prefect_ui_url(),
             limit=limit,
             before_id=before_id,
             results=results,
@@ -98,13 +103,9 @@ async def list_recent_executions(
 
 
 @router.get("/{execution_id}", response_model=ExecutionOut)
-async def read_execution(
-    execution_id: ExecutionId,
-    executions: ExecutionStoreDep,
-    settings: SettingsDep,
-    resources: ResourcesDep,
-) -> Response:
+async def read_execution(execution_id: ExecutionId, resources: ResourcesDep) -> Response:
     """One execution; while a prompt is being answered, `partial_response` has the text
     the agent has written so far."""
     partial = resources.live.partial_of(execution_id)
-    return await execution_response(executions, execution_id, settings, partial)
+    executions = ExecutionStore(resources.pool)
+    return await execution_response(executions, execution_id, resources.settings, partial)
