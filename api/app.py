@@ -20,8 +20,9 @@ from fastapi.staticfiles import StaticFiles
 
 from api.body_limit import BodySizeLimit
 from api.cors import JsonCORSMiddleware
-from api.deps import SAFE_METHODS, require_token
+from api.deps import TOKEN_FREE_PATHS, require_token
 from api.errors import MAX_BODY_BYTES, install_error_handlers
+from api.host_origin import HostOriginGuard, served_host_names
 from api.resources import open_resources
 from api.routes import (
     agents,
@@ -32,9 +33,11 @@ from api.routes import (
     memories,
     runs,
     schedules,
+    session,
     stream,
     task_flows,
 )
+from api.security import check_exposure
 from deployments.reconciler import run_reconciler
 from flows.settings import Settings, get_settings
 
@@ -44,6 +47,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; `settings` default to the environment's."""
     settings = settings or get_settings()
+    check_exposure(settings.api_host, settings.api_token, allow_no_token=settings.allow_no_token)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -65,7 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Run task flows (ordered LLM prompts) on Prefect and follow them live.",
         version="0.1.0",
         lifespan=lifespan,
-        # Writes need the token when one is configured, on every route present and future.
+        # Every route, present and future, needs the token when one is configured.
         dependencies=[Depends(require_token)],
     )
     install_error_handlers(app)
@@ -78,6 +82,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-Match"],
             expose_headers=["ETag", "Location", "Idempotent-Replayed"],
         )
+    # Outermost: a request for a foreign Host name or a cross-site write goes no further.
+    app.add_middleware(
+        HostOriginGuard,
+        hosts=served_host_names(settings.api_host, settings.allowed_hosts),
+        cors_origins=settings.cors_origins,
+    )
     # stream before executions: /api/executions/{execution_id} would match its path.
     for module in (
         task_flows,
@@ -92,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health,
     ):
         app.include_router(module.router)
+    app.include_router(session.router)
 
     _document_security(app, token_required=settings.api_token is not None)
 
@@ -104,17 +115,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _document_security(app: FastAPI, *, token_required: bool) -> None:
-    """Make the OpenAPI spec say what `require_token` does: reads are open; writes need the
-    bearer token only when `TASKFLOWS_API_TOKEN` is set (otherwise it is optional)."""
+    """Make the OpenAPI spec say what `require_token` does: every operation but `/healthz`
+    needs the bearer token when `TASKFLOWS_API_TOKEN` is set (otherwise it is optional)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
         schema = build()
-        for path in schema.get("paths", {}).values():
-            for method, operation in path.items():
-                if method.upper() in SAFE_METHODS:
+        for route, path in schema.get("paths", {}).items():
+            for operation in path.values():
+                if route in TOKEN_FREE_PATHS:
                     operation.pop("security", None)
                 elif not token_required and "security" in operation:
                     operation["security"] = [{}, *operation["security"]]

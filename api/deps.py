@@ -17,6 +17,7 @@ from prefect.client.orchestration import PrefectClient
 
 from api.errors import Unauthorized
 from api.resources import Resources
+from api.security import SESSION_COOKIE, session_value
 from flows.database import Pool
 from flows.execution_store import ExecutionStore
 from flows.memory_store import MemoryStore
@@ -75,18 +76,31 @@ ExecutionStoreDep = Annotated[ExecutionStore, Depends(get_execution_store)]
 _bearer = HTTPBearer(auto_error=False, description="TASKFLOWS_API_TOKEN, when it is set.")
 
 
+# Open with a token too: the probe of an orchestrator has no token, and it says only
+# what is down. The page shell ("/", "/static") is not routed through FastAPI's dependencies.
+TOKEN_FREE_PATHS = frozenset({"/healthz", "/"})
+
+
 async def require_token(
     request: Request,
     resources: ResourcesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    """Refuse a write without the configured bearer token; reads stay open."""
+    """With `TASKFLOWS_API_TOKEN` set, refuse any request without it (see api.security)."""
     token = resources.settings.api_token
-    if token is None or request.method in SAFE_METHODS:
+    if token is None or request.url.path in TOKEN_FREE_PATHS:
         return
     sent = credentials.credentials if credentials is not None else ""
-    if not hmac.compare_digest(sent.encode(), token.get_secret_value().encode()):
-        raise Unauthorized(
-            "This request changes data and needs the API token: "
-            "send the header `Authorization: Bearer <TASKFLOWS_API_TOKEN>`."
-        )
+    if hmac.compare_digest(sent.encode(), token.get_secret_value().encode()):
+        return
+    # The page's session cookie stands in for the header on reads (EventSource cannot
+    # send headers); it never authorises a write.
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    if request.method in SAFE_METHODS and hmac.compare_digest(
+        cookie.encode(), session_value(token).encode()
+    ):
+        return
+    raise Unauthorized(
+        "This API needs its token: send the header `Authorization: Bearer "
+        "<TASKFLOWS_API_TOKEN>` (the page asks for it once)."
+    )

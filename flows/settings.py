@@ -96,6 +96,25 @@ class Settings(BaseSettings):
 
     data_dir: Path = PROJECT_ROOT / ".data"
 
+    # Exposure of the API (see api/security.py and api/host_origin.py). Host names the API
+    # answers to besides loopback and API_HOST (comma separated; "*" turns the check off).
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default=[], validation_alias="taskflows_allowed_hosts"
+    )
+    # API_HOST beyond loopback without TASKFLOWS_API_TOKEN is refused unless this is set.
+    allow_no_token: bool = Field(default=False, validation_alias="taskflows_allow_no_token")
+    # Live streams (SSE) one API process serves at once; one more gets a 503.
+    max_streams: int = Field(default=500, ge=1, le=100_000)
+    # A stream whose client has not taken a message within this many seconds is closed.
+    stream_send_timeout_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip().lower() for part in value.split(",") if part.strip()]
+        return value
+
     @model_validator(mode="before")
     @classmethod
     def _blank_is_unset(cls, values: Any) -> Any:

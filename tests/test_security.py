@@ -1,13 +1,20 @@
-"""The optional API token, CORS, and secrets that never leak into responses or logs."""
+"""The optional API token, Host and Origin checks, CORS, and secrets that never leak into
+responses or logs."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
 
+from api.host_origin import served_host_names
+from api.security import SESSION_COOKIE, UnsafeExposure, check_exposure
 from stack.commands import api_argv
 from stack.ports import free_port
 from tests.conftest import System
@@ -16,15 +23,26 @@ TOKEN = "tf-test-token-0123456789abcdef"
 AGENT_KEY = "sk-agent-secret-5f1e2d3c"
 DB_PASSWORD = "db-password-9a8b7c"
 ALLOWED_ORIGIN = "http://allowed.example"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@dataclass
+class Guarded:
+    client: httpx.Client
+    system: System
+    log_path: str
+    db_password: str
 
 
 @pytest.fixture(scope="module")
-def guarded_api(system: System) -> Iterator[tuple[httpx.Client, System, str]]:
+def guarded_api(system: System) -> Iterator[Guarded]:
     """A second API process with a token, CORS origins and secrets configured."""
     parts = urlsplit(system.database_url)
-    # Trust auth ignores the password, but it is in the URL, where a leak would show it.
+    # The embedded PostgreSQL has a password: keep it. A trust-auth server ignores the
+    # one put in here, but it is in the URL, where a leak would show it.
+    db_password = parts.password or DB_PASSWORD
     url_with_password = urlunsplit(
-        parts._replace(netloc=f"{parts.username}:{DB_PASSWORD}@{parts.hostname}:{parts.port}")
+        parts._replace(netloc=f"{parts.username}:{db_password}@{parts.hostname}:{parts.port}")
     )
     port = free_port()
     child = system.supervisor.start(
@@ -41,33 +59,75 @@ def guarded_api(system: System) -> Iterator[tuple[httpx.Client, System, str]]:
         ready_timeout=60,
     )
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-        yield client, system, str(child.log_path)
+        yield Guarded(client, system, str(child.log_path), db_password)
     child.stop()
 
 
-def test_writes_need_the_token_and_reads_do_not(guarded_api):
-    client, _, _ = guarded_api
+def test_with_a_token_every_endpoint_needs_it(guarded_api: Guarded) -> None:
+    client = guarded_api.client
     body = {"call_name": "guarded-flow", "prompts": ["hi"]}
 
     refused = client.post("/api/task_flows", json=body)
     assert refused.status_code == 401
-    assert "API token" in refused.json()["error"]
+    assert "token" in refused.json()["error"]
     wrong = client.post("/api/task_flows", json=body, headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401
+    # Reads too: prompts, answers and memories are not for anyone who reaches the port.
+    for path in (
+        "/api/task_flows",
+        "/api/memories",
+        "/api/executions/recent",
+        "/api/executions/active",
+        "/api/executions/refresh",
+        "/api/executions/stream",
+        "/api/agents",
+    ):
+        answer = client.get(path)
+        assert answer.status_code == 401, (path, answer.status_code, answer.text[:200])
+        assert "token" in answer.json()["error"]
 
-    created = client.post(
-        "/api/task_flows", json=body, headers={"Authorization": f"Bearer {TOKEN}"}
-    )
+    created = client.post("/api/task_flows", json=body, headers=AUTH)
     assert created.status_code == 201, created.text
-    assert client.get("/api/task_flows").status_code == 200
-    deleted = client.delete(
-        f"/api/task_flows/{created.json()['id']}", headers={"Authorization": f"Bearer {TOKEN}"}
-    )
+    listed = client.get("/api/task_flows", headers=AUTH)
+    assert listed.status_code == 200
+    assert "guarded-flow" in [flow["call_name"] for flow in listed.json()]
+    deleted = client.delete(f"/api/task_flows/{created.json()['id']}", headers=AUTH)
     assert deleted.status_code in (200, 204)
 
 
-def test_cors_only_for_configured_origins(guarded_api):
-    client, _, _ = guarded_api
+def test_the_health_check_and_the_page_shell_need_no_token(guarded_api: Guarded) -> None:
+    client = guarded_api.client
+    health = client.get("/healthz")
+    assert health.status_code in (200, 503) and "database" in health.json()
+    page = client.get("/")
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    assert client.get("/static/app.js").status_code == 200
+
+
+def test_the_session_cookie_opens_the_stream_but_never_writes(guarded_api: Guarded) -> None:
+    client = guarded_api.client
+    assert client.post("/api/session").status_code == 401
+    opened = client.post("/api/session", headers=AUTH)
+    assert opened.status_code == 204
+    set_cookie = opened.headers["set-cookie"].lower()
+    assert "httponly" in set_cookie and "samesite=strict" in set_cookie
+    cookie = opened.cookies[SESSION_COOKIE]
+    assert TOKEN not in cookie  # a value derived from the token, not the token
+    with httpx.Client(base_url=client.base_url, timeout=10) as browser:
+        browser.cookies.set(SESSION_COOKIE, cookie)
+        with browser.stream("GET", "/api/executions/stream") as stream:
+            assert stream.status_code == 200
+            first = next(stream.iter_bytes())
+            assert first.startswith(b"retry:")
+        assert browser.get("/api/task_flows").status_code == 200
+        write = browser.post("/api/task_flows", json={"call_name": "by-cookie", "prompts": ["x"]})
+        assert write.status_code == 401
+        browser.cookies.set(SESSION_COOKIE, "0" * len(cookie))
+        assert browser.get("/api/task_flows").status_code == 401
+
+
+def test_cors_only_for_configured_origins(guarded_api: Guarded) -> None:
+    client = guarded_api.client
     preflight = {"Access-Control-Request-Method": "POST"}
     allowed = client.options("/api/task_flows", headers={"Origin": ALLOWED_ORIGIN, **preflight})
     assert allowed.headers.get("access-control-allow-origin") == ALLOWED_ORIGIN
@@ -75,13 +135,104 @@ def test_cors_only_for_configured_origins(guarded_api):
         "/api/task_flows", headers={"Origin": "http://evil.example", **preflight}
     )
     assert "access-control-allow-origin" not in other.headers
-    simple = client.get("/api/task_flows", headers={"Origin": "http://evil.example"})
+    simple = client.get("/api/task_flows", headers={"Origin": "http://evil.example", **AUTH})
     assert "access-control-allow-origin" not in simple.headers
+    # A configured origin may write (with the token).
+    body = {"call_name": "from-allowed-origin", "prompts": ["hi"]}
+    created = client.post("/api/task_flows", json=body, headers={"Origin": ALLOWED_ORIGIN, **AUTH})
+    assert created.status_code == 201, created.text
+    client.delete(f"/api/task_flows/{created.json()['id']}", headers=AUTH)
 
 
-def test_no_secret_or_internal_detail_in_responses_or_logs(guarded_api):
-    client, _, log_path = guarded_api
-    auth = {"Authorization": f"Bearer {TOKEN}"}
+def test_a_cross_site_write_is_refused(api: httpx.Client, make_task_flow, db) -> None:
+    """Without a token (the default), a bodiless POST from any web page would start runs."""
+    flow = make_task_flow()
+    before = db.execute(
+        "SELECT count(*) AS n FROM flow_executions WHERE flow_id = %s", [flow["id"]]
+    ).fetchone()["n"]
+    for origin in ("http://evil.example", "null", "http://127.0.0.1:1"):
+        refused = api.post(f"/api/task_flows/{flow['id']}/run", headers={"Origin": origin})
+        assert refused.status_code == 403, (origin, refused.text)
+        assert "TASKFLOWS_CORS_ORIGINS" in refused.json()["error"]
+    after = db.execute(
+        "SELECT count(*) AS n FROM flow_executions WHERE flow_id = %s", [flow["id"]]
+    ).fetchone()["n"]
+    assert after == before  # nothing was started
+    # The page the API serves posts with its own origin; clients without Origin are fine.
+    renamed = api.put(
+        f"/api/task_flows/{flow['id']}",
+        json={"call_name": flow["call_name"] + "-x", "prompts": ["Say hello"]},
+        headers={"Origin": str(api.base_url).rstrip("/")},
+    )
+    assert renamed.status_code == 200, renamed.text
+    # Reads from elsewhere are answered, but without CORS headers a browser hides them.
+    assert api.get("/api/task_flows", headers={"Origin": "http://evil.example"}).status_code == 200
+
+
+def test_a_foreign_host_name_is_refused(api: httpx.Client, guarded_api: Guarded) -> None:
+    """DNS rebinding: evil.example resolving to 127.0.0.1 reaches the API with its own name."""
+    port = api.base_url.port
+    for client, headers in ((api, {}), (guarded_api.client, AUTH)):
+        refused = client.get("/api/task_flows", headers={"Host": "evil.example", **headers})
+        assert refused.status_code == 400
+        assert "TASKFLOWS_ALLOWED_HOSTS" in refused.json()["error"]
+        assert client.get("/healthz", headers={"Host": "evil.example"}).status_code == 400
+    for name in (f"localhost:{port}", f"127.0.0.1:{port}", "localhost", f"[::1]:{port}"):
+        answer = api.get("/api/task_flows", headers={"Host": name})
+        assert answer.status_code == 200, (name, answer.text)
+
+
+@pytest.mark.parametrize(
+    ("api_host", "extra", "expected"),
+    [
+        ("127.0.0.1", [], {"localhost", "127.0.0.1", "::1"}),
+        ("tasks.internal", ["Proxy.Example"], {"tasks.internal", "proxy.example", "localhost"}),
+        ("0.0.0.0", [], None),  # reached by unknown names: the token protects it
+        ("127.0.0.1", ["*"], None),
+    ],
+)
+def test_the_host_names_served(api_host: str, extra: list[str], expected: set[str] | None) -> None:
+    names = served_host_names(api_host, extra)
+    if expected is None:
+        assert names is None
+    else:
+        assert names is not None and expected <= names
+
+
+def test_listening_beyond_loopback_without_a_token_is_refused_at_start(
+    system: System,
+) -> None:
+    env = {**os.environ, **system.env, "API_HOST": "0.0.0.0", "TASKFLOWS_API_TOKEN": ""}
+    refused = subprocess.run(
+        [sys.executable, "-c", "import api.app"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode != 0
+    assert "API_HOST=0.0.0.0 makes the API reachable from other machines" in refused.stderr
+    assert "TASKFLOWS_API_TOKEN" in refused.stderr
+
+    for allowed in ({"TASKFLOWS_API_TOKEN": TOKEN}, {"TASKFLOWS_ALLOW_NO_TOKEN": "true"}):
+        started = subprocess.run(
+            [sys.executable, "-c", "import api.app"],
+            env={**env, **allowed},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert started.returncode == 0, started.stderr[-2000:]
+    # Loopback needs no token.
+    check_exposure("localhost", None, allow_no_token=False)
+    check_exposure("::1", None, allow_no_token=False)
+    with pytest.raises(UnsafeExposure):
+        check_exposure("192.168.1.10", None, allow_no_token=False)
+
+
+def test_no_secret_or_internal_detail_in_responses_or_logs(guarded_api: Guarded) -> None:
+    client, log_path = guarded_api.client, guarded_api.log_path
+    auth = AUTH
     answers = [
         client.get("/api/executions/abc"),
         client.get("/api/executions/recent", params={"limit": -1}),
@@ -101,7 +252,7 @@ def test_no_secret_or_internal_detail_in_responses_or_logs(guarded_api):
         for leak in (
             TOKEN,
             AGENT_KEY,
-            DB_PASSWORD,
+            guarded_api.db_password,
             "Traceback",
             "psycopg",
             "SELECT ",
@@ -111,5 +262,5 @@ def test_no_secret_or_internal_detail_in_responses_or_logs(guarded_api):
             assert leak not in text, (leak, answer.request.url, text)
     with open(log_path, encoding="utf-8", errors="replace") as log:
         logged = log.read()
-    for secret in (TOKEN, AGENT_KEY, DB_PASSWORD):
+    for secret in (TOKEN, AGENT_KEY, guarded_api.db_password):
         assert secret not in logged, f"{secret!r} appears in the API log"
