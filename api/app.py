@@ -38,6 +38,7 @@ from api.routes import (
     task_flows,
 )
 from api.security import check_exposure
+from api.stream_limits import StreamLimiter
 from deployments.reconciler import run_reconciler
 from flows.settings import Settings, get_settings
 
@@ -73,6 +74,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(require_token)],
     )
     install_error_handlers(app)
+    app.state.stream_limiter = StreamLimiter(
+        max_streams=settings.max_streams, send_timeout_s=settings.stream_send_timeout_s
+    )
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     if settings.cors_origins:
         app.add_middleware(

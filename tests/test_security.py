@@ -3,18 +3,23 @@ responses or logs."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
+from starlette.types import Message
 
 from api.host_origin import served_host_names
 from api.security import SESSION_COOKIE, UnsafeExposure, check_exposure
+from api.stream_limits import StreamLimiter
 from stack.commands import api_argv
 from stack.ports import free_port
 from tests.conftest import System
@@ -24,6 +29,7 @@ AGENT_KEY = "sk-agent-secret-5f1e2d3c"
 DB_PASSWORD = "db-password-9a8b7c"
 ALLOWED_ORIGIN = "http://allowed.example"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+MAX_STREAMS = 2
 
 
 @dataclass
@@ -54,6 +60,7 @@ def guarded_api(system: System) -> Iterator[Guarded]:
             "TASKFLOWS_API_TOKEN": TOKEN,
             "TASKFLOWS_CORS_ORIGINS": ALLOWED_ORIGIN,
             "AGENT_API_KEY": AGENT_KEY,
+            "MAX_STREAMS": str(MAX_STREAMS),
         },
         ready_url=f"http://127.0.0.1:{port}/healthz",
         ready_timeout=60,
@@ -117,8 +124,7 @@ def test_the_session_cookie_opens_the_stream_but_never_writes(guarded_api: Guard
         browser.cookies.set(SESSION_COOKIE, cookie)
         with browser.stream("GET", "/api/executions/stream") as stream:
             assert stream.status_code == 200
-            first = next(stream.iter_bytes())
-            assert first.startswith(b"retry:")
+            assert stream.iter_bytes().__next__().startswith(b"retry:")
         assert browser.get("/api/task_flows").status_code == 200
         write = browser.post("/api/task_flows", json={"call_name": "by-cookie", "prompts": ["x"]})
         assert write.status_code == 401
@@ -264,3 +270,88 @@ def test_no_secret_or_internal_detail_in_responses_or_logs(guarded_api: Guarded)
         logged = log.read()
     for secret in (TOKEN, AGENT_KEY, guarded_api.db_password):
         assert secret not in logged, f"{secret!r} appears in the API log"
+
+
+def _open_stream(client: httpx.Client, stack: ExitStack) -> httpx.Response:
+    response = stack.enter_context(client.stream("GET", "/api/executions/stream", headers=AUTH))
+    if response.status_code == 200:
+        # Keep the reader: a dropped generator would close the stream behind our back.
+        reader = response.iter_bytes()
+        stack.callback(reader.close)
+        assert next(reader).startswith(b"retry:")  # it is being served
+    else:
+        response.read()
+    return response
+
+
+def test_streams_beyond_the_limit_are_refused_until_one_closes(guarded_api: Guarded) -> None:
+    base_url = guarded_api.client.base_url
+    clients = [httpx.Client(base_url=base_url, timeout=10) for _ in range(MAX_STREAMS + 2)]
+    try:
+        with ExitStack() as held:
+            for client in clients[:MAX_STREAMS]:
+                assert _open_stream(client, held).status_code == 200
+            with ExitStack() as extra:
+                refused = _open_stream(clients[MAX_STREAMS], extra)
+                assert refused.status_code == 503
+                assert f"limit of {MAX_STREAMS} live streams" in refused.json()["error"]
+                assert refused.headers["retry-after"].isdigit()
+        # The streams above are closed: the server sees the disconnects and their places
+        # come free, so a new stream is served again.
+        deadline = time.monotonic() + 10
+        while True:
+            with ExitStack() as again:
+                status = _open_stream(clients[-1], again).status_code
+            if status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert status == 200
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_a_stream_whose_client_stops_reading_is_closed() -> None:
+    """A send the client does not take within the timeout ends that stream and frees it."""
+
+    async def scenario() -> tuple[list[Message], list[Message]]:
+        limiter = StreamLimiter(max_streams=1, send_timeout_s=0.3)
+        stuck_after = 3
+        sent: list[Message] = []
+
+        async def endless() -> AsyncIterator[bytes]:
+            while True:
+                yield b"data: x\n\n"
+                await asyncio.sleep(0)
+
+        async def client_that_stops_reading(message: Message) -> None:
+            sent.append(message)
+            if len(sent) >= stuck_after:  # its socket buffers are full from here on
+                await asyncio.Event().wait()
+
+        async def connected() -> Message:
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+        scope = {"type": "http", "asgi": {"spec_version": "2.4"}, "method": "GET"}
+        first = limiter.response(endless(), media_type="text/event-stream")
+        running = asyncio.ensure_future(first(scope, connected, client_that_stops_reading))
+        while len(sent) < stuck_after:
+            await asyncio.sleep(0.01)
+        # Meanwhile the one place is taken: another client is refused.
+        refused: list[Message] = []
+
+        async def record(message: Message) -> None:
+            refused.append(message)
+
+        second = limiter.response(endless(), media_type="text/event-stream")
+        await second(scope, connected, record)
+        async with asyncio.timeout(5):  # the stuck stream ends by itself
+            await running
+        assert limiter.open == 0
+        return sent, refused
+
+    sent, refused = asyncio.run(scenario())
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
+    assert len(sent) == 3  # nothing more was pushed at the stuck client
+    assert refused[0]["status"] == 503

@@ -35,6 +35,7 @@ from api.errors import InvalidRequest
 from api.live import ExecutionFeed, Summaries, sse
 from api.params import error_responses
 from api.schemas import MAX_ID
+from api.stream_limits import StreamLimiterDep
 
 router = APIRouter(tags=["executions"], responses=error_responses(422))
 
@@ -67,16 +68,20 @@ LastEventId = Annotated[
 @router.get(
     "/api/executions/stream",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "The event stream"}},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "The event stream"},
+        **error_responses(503),
+    },
 )
 async def stream_executions(
     resources: ResourcesDep,
+    limiter: StreamLimiterDep,
     ids: Ids = None,
     partials: Partials = False,
     last_event_id: LastEventId = None,
 ) -> StreamingResponse:
     """Server-Sent Events: a `snapshot`, then one `execution` event per change."""
-    return StreamingResponse(
+    return limiter.response(
         _messages(resources.live, _parse_ids(ids), partials=partials),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
