@@ -23,7 +23,7 @@ from types import FrameType
 
 import psycopg
 
-from bench import burst, launch, live_output, overhead, progress, throughput
+from bench import burst, launch, live_output, overhead, progress, streams, throughput
 from bench.baseline_client import start_baseline
 from bench.profiling import Profiler
 from bench.stats import Row, render
@@ -32,7 +32,7 @@ from bench.system import progress as say
 from flows.errors import TaskflowsError
 
 # The burst (and its RSS sample) runs before the 50 KB answers inflate the worker's heap.
-GROUPS = ("launch", "burst", "progress", "live", "overhead", "api")
+GROUPS = ("launch", "burst", "progress", "live", "overhead", "api", "streams")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -163,6 +163,7 @@ async def _run(system: System, args: argparse.Namespace, busy: list[str]) -> lis
             seconds=3 if quick else 10,
             connections=20,
         ),
+        "streams": lambda: streams.measure(system, streams=100 if quick else 1000),
     }
     rows: list[Row] = []
     for group in GROUPS:
