@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -97,6 +98,19 @@ async def _assemble(response: httpx.Response, on_text: TextCallback | None) -> A
     return AgentAnswer(content=content, usage=usage, model=model)
 
 
+def redacted_url(url: str) -> str:
+    """`url` as it may appear in an error anyone can read: no user, password or query.
+
+    >>> redacted_url("https://user:s3cret@agent.example:8443/base?key=abc")
+    'https://agent.example:8443/base'
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
 def _excerpt(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= _EXCERPT_CHARS else text[:_EXCERPT_CHARS] + "…"
@@ -125,6 +139,8 @@ class AgentClient:
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = base_url.rstrip("/")
+        # Errors end up in executions that anyone with API access reads: never credentials.
+        self.shown_url = redacted_url(self.base_url)
         self.timeout_s = timeout_s
         self.stream = stream
         self._no_streaming: set[str] = set()
@@ -172,20 +188,21 @@ class AgentClient:
         except (_Stalled, httpx.TimeoutException, TimeoutError):
             if streamed_chars:
                 raise AgentError(
-                    f"The agent at {self.base_url} stalled mid-answer ({streamed_chars} "
+                    f"The agent at {self.shown_url} stalled mid-answer ({streamed_chars} "
                     f"characters in) and did not finish within {self.timeout_s:g} s "
                     "(timed out).",
                     transient=True,
                 ) from None
             raise AgentError(
-                f"The agent at {self.base_url} did not answer within {self.timeout_s:g} s "
+                f"The agent at {self.shown_url} did not answer within {self.timeout_s:g} s "
                 "(timed out).",
                 transient=True,
             ) from None
         except httpx.TransportError as exc:
+            detail = str(exc).replace(self.base_url, self.shown_url)
             raise AgentError(
-                f"Could not reach the agent at {self.base_url}: {type(exc).__name__}"
-                f"{': ' + str(exc) if str(exc) else ''}.",
+                f"Could not reach the agent at {self.shown_url}: {type(exc).__name__}"
+                f"{': ' + detail if detail else ''}.",
                 transient=True,
             ) from None
         return self._parse(response)
@@ -236,6 +253,6 @@ class AgentClient:
             return [str(item["id"]) for item in response.json().get("data", [])]
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
             raise AgentError(
-                f"Could not list the agents at {self.base_url}: {type(exc).__name__}.",
+                f"Could not list the agents at {self.shown_url}: {type(exc).__name__}.",
                 transient=True,
             ) from None

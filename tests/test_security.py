@@ -8,9 +8,10 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -20,6 +21,8 @@ from starlette.types import Message
 from api.host_origin import served_host_names
 from api.security import SESSION_COOKIE, UnsafeExposure, check_exposure
 from api.stream_limits import StreamLimiter
+from flows.agent_client import AgentClient
+from flows.errors import AgentError
 from stack.commands import api_argv
 from stack.ports import free_port
 from tests.conftest import System
@@ -276,7 +279,7 @@ def _open_stream(client: httpx.Client, stack: ExitStack) -> httpx.Response:
     response = stack.enter_context(client.stream("GET", "/api/executions/stream", headers=AUTH))
     if response.status_code == 200:
         # Keep the reader: a dropped generator would close the stream behind our back.
-        reader = response.iter_bytes()
+        reader = cast(Generator[bytes, None, None], response.iter_bytes())
         stack.callback(reader.close)
         assert next(reader).startswith(b"retry:")  # it is being served
     else:
@@ -355,3 +358,24 @@ def test_a_stream_whose_client_stops_reading_is_closed() -> None:
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
     assert len(sent) == 3  # nothing more was pushed at the stuck client
     assert refused[0]["status"] == 503
+
+
+def test_agent_credentials_never_reach_an_execution_error() -> None:
+    """The agent URL may carry a user and password; errors are stored in executions."""
+    port = free_port()  # nothing listens there
+    secret_url = f"http://agent-user:{AGENT_KEY}@127.0.0.1:{port}/?key={AGENT_KEY}"
+
+    async def attempt() -> tuple[str, str]:
+        client = AgentClient(base_url=secret_url, timeout_s=5)
+        try:
+            with pytest.raises(AgentError) as chat_error:
+                await client.chat(agent="default", prompt="hi", memories=[])
+            with pytest.raises(AgentError) as list_error:
+                await client.list_models()
+        finally:
+            await client.aclose()
+        return str(chat_error.value), str(list_error.value)
+
+    for message in asyncio.run(attempt()):
+        assert f"127.0.0.1:{port}" in message, message
+        assert AGENT_KEY not in message and "agent-user" not in message, message
