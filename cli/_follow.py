@@ -34,6 +34,7 @@ from cli._output import (
     excerpt,
     exit_with_error,
     exit_with_success,
+    plain,
     seconds_text,
 )
 
@@ -81,7 +82,7 @@ class _View:
                 return  # joined mid-answer without the start: wait for the next prompt
             self._writing_key, self._written = key, ""
         if partial["offset"] == len(self._written):
-            self._written += str(partial["delta"])
+            self._written += plain(partial["delta"])
         tail = self._written[-WRITING_TAIL_CHARS:]
         self.writing.plain = f"  writing… {tail}"
 
@@ -121,7 +122,7 @@ def _result_text(result: dict[str, Any], total: int) -> Text:
 
 
 def _indented(text: object) -> str:
-    return textwrap.indent(str(text or ""), "  ", lambda line: True)
+    return textwrap.indent(plain(text or ""), "  ", lambda line: True)
 
 
 def follow_execution(api: ApiClient, execution_id: int, out: Console = console) -> dict[str, Any]:

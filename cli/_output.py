@@ -7,6 +7,7 @@ traceback for a failure the user can do something about.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NoReturn, ParamSpec, TypeVar
@@ -106,8 +107,30 @@ def seconds_text(seconds: float) -> str:
     return f"{hours} h {minutes} min"
 
 
+# Escape sequences (CSI `ESC [ ... final`, OSC/DCS/APC/PM/SOS strings up to BEL or ST, and
+# two-character ones), then any other C0/C1 control character but newline and tab.
+_ESCAPE_SEQUENCE = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"
+    r"|\x1b[\]PX^_][^\x07\x1b]*(?:\x07|\x1b\\)?"
+    r"|\x1b[@-Z\\-_]"
+    r"|\x9b[0-?]*[ -/]*[@-~]"
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def plain(text: object) -> str:
+    r"""Text from an agent or another user, made safe for a terminal: its escape sequences
+    (colours, cursor moves, window titles, hyperlinks, clipboard writes) and other control
+    characters are removed; newlines and tabs stay.
+
+    >>> plain("ok\x1b]0;pwned\x07 \x1b[2Jdone\r")
+    'ok done'
+    """
+    return _CONTROL.sub("", _ESCAPE_SEQUENCE.sub("", str(text)))
+
+
 def excerpt(text: str | None, width: int = 60) -> str:
     if not text:
         return ""
-    flat = " ".join(text.split())
+    flat = " ".join(plain(text).split())
     return flat if len(flat) <= width else flat[: width - 1] + "…"

@@ -16,6 +16,7 @@ from cli._output import (
     excerpt,
     exit_with_success,
     local_time,
+    plain,
     reports_api_errors,
     status_text,
 )
@@ -94,7 +95,7 @@ def show_execution(execution_id: ExecutionId) -> None:
     grid.add_row("Completed", local_time(execution["completed_at"]))
     grid.add_row("Took", duration(execution["started_at"], execution["completed_at"]))
     if execution["error"]:
-        grid.add_row("Error", Text(execution["error"], style="red"))
+        grid.add_row("Error", Text(plain(execution["error"]), style="red"))
     if execution.get("prefect_url"):
         grid.add_row("Prefect", execution["prefect_url"])
     console.print(grid)
@@ -105,14 +106,14 @@ def show_execution(execution_id: ExecutionId) -> None:
     results.add_column("Took", justify="right", no_wrap=True)
     for position, result in enumerate(execution["prompt_results"]):
         answer = (
-            Text(str(result.get("response") or ""))
+            Text(plain(result.get("response") or ""))
             if result.get("success")
-            else Text(str(result.get("error") or "failed"), style="red")
+            else Text(plain(result.get("error") or "failed"), style="red")
         )
         results.add_row(
             # Results adopted from the old system have no index: their place is their index.
             str(result.get("index", position) + 1),
-            Text(str(result.get("prompt") or "")),
+            Text(plain(result.get("prompt") or "")),
             answer,
             duration(result.get("started_at"), result.get("finished_at")),
         )

@@ -8,7 +8,7 @@ to recognise) and `GET /v1/models`. Directives inside a prompt steer it, for dem
 - `[fail=503]`   answer with that HTTP status
 - `[hang]`       never answer
 - `[empty]`      answer with an empty message
-- `[size=50000]` pad the answer to that many characters
+- `[size=50000]` pad the answer to that many characters (at most 1,000,000)
 - `[flaky=2]`    answer HTTP 503 the first 2 times this exact prompt arrives
 
 Asked to stream (`"stream": true`), it sends OpenAI chunks (`data: {...}` lines, then
@@ -18,7 +18,8 @@ Asked to stream (`"stream": true`), it sends OpenAI chunks (`data: {...}` lines,
 - `[stall]`          go silent after the first chunk
 - `[nostream]`       refuse streaming with HTTP 400, as agents without it do
 
-Run it with `python -m stack.demo_agent --port 8080`.
+Run it with `python -m stack.demo_agent --port 8080`. It keeps the last 10,000 requests
+it received (for the tests and the bench); older ones are forgotten.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import asyncio
 import json
 import re
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +39,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 MODELS = ("default", "demo-echo")
+# Bounds, so that a prompt or a long-running `make up` cannot make the agent eat the memory.
+MAX_ANSWER_CHARS = 1_000_000
+REQUEST_LOG_SIZE = 10_000
 _DIRECTIVE = re.compile(
     r"\[(delay|fail|hang|empty|size|flaky|chunkdelay|stall|nostream)(?:=([0-9.]+))?\]"
 )
@@ -68,7 +73,10 @@ class ReceivedRequest:
 @dataclass
 class DemoAgent:
     behaviour: AgentBehaviour = field(default_factory=AgentBehaviour)
-    requests: list[ReceivedRequest] = field(default_factory=list)
+    # The most recent requests only (REQUEST_LOG_SIZE).
+    requests: deque[ReceivedRequest] = field(
+        default_factory=lambda: deque(maxlen=REQUEST_LOG_SIZE)
+    )
     in_flight: int = 0
     max_in_flight: int = 0
     in_flight_by_model: dict[str, int] = field(default_factory=dict)
@@ -80,6 +88,13 @@ class DemoAgent:
 
 def _directives(prompt: str) -> dict[str, str]:
     return {name: value for name, value in _DIRECTIVE.findall(prompt)}
+
+
+def _size(value: str | None) -> int | None:
+    try:
+        return min(int(float(value)), MAX_ANSWER_CHARS) if value else None
+    except ValueError:
+        return None  # "[size=1.2.3]": no padding
 
 
 def _answer(prompt: str, messages: list[dict[str, Any]], size: int | None) -> str:
@@ -161,7 +176,7 @@ async def _respond(
         return JSONResponse(
             {"error": {"message": f"demo agent failing with {status} as asked"}}, status_code=status
         )
-    size = int(directives["size"]) if directives.get("size") else None
+    size = _size(directives.get("size"))
     content = "" if "empty" in directives else _answer(received.prompt, received.messages, size)
     words = len(received.prompt.split())
     usage = {

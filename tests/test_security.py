@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Generator, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from api.stream_limits import StreamLimiter
 from flows.agent_client import AgentClient
 from flows.errors import AgentError
 from stack.commands import api_argv
+from stack.demo_agent import MAX_ANSWER_CHARS, REQUEST_LOG_SIZE, DemoAgent
+from stack.demo_agent import create_app as create_demo_agent
 from stack.ports import free_port
 from tests.conftest import System
 
@@ -379,3 +382,54 @@ def test_agent_credentials_never_reach_an_execution_error() -> None:
     for message in asyncio.run(attempt()):
         assert f"127.0.0.1:{port}" in message, message
         assert AGENT_KEY not in message and "agent-user" not in message, message
+
+
+HOSTILE = "hi\x1b]0;pwned-title\x07 \x1b[2Jcleared \x1b]52;c;Y2xpcGJvYXJk\x07copied\x9b31m"
+
+
+def test_the_cli_prints_agent_text_without_terminal_control_sequences(
+    system: System, api: httpx.Client, make_task_flow, fake_agent
+) -> None:
+    """An agent (or a prompt's author) must not retitle, clear or write the clipboard of the
+    terminal of whoever reads a run."""
+    from typer.testing import CliRunner
+
+    from cli import app as cli_app
+
+    flow = make_task_flow(prompts=[HOSTILE])
+    runner = CliRunner()
+    env = {"TASKFLOWS_API_URL": system.api_url, "TASKFLOWS_API_TOKEN": "", "COLUMNS": "200"}
+    followed = runner.invoke(cli_app, ["run", flow["call_name"], "--follow"], env=env)
+    assert followed.exit_code == 0, followed.output
+    executions = api.get("/api/executions/recent", params={"limit": 50}).json()
+    execution = next(e for e in executions if e["flow_id"] == flow["id"])
+    assert HOSTILE in execution["prompt_results"][0]["response"]  # the API keeps it as is
+    shown = runner.invoke(cli_app, ["executions", "show", str(execution["id"])], env=env)
+    assert shown.exit_code == 0, shown.output
+    for output in (followed.output, shown.output):
+        assert "pwned-title" in output and "cleared" in output and "copied" in output
+        for control in ("\x1b]", "\x07", "\x1b[2J", "\x9b"):
+            assert control not in output, (control, output)
+
+
+def test_the_demo_agent_bounds_its_answers_and_its_request_log() -> None:
+    assert DemoAgent().requests.maxlen == REQUEST_LOG_SIZE
+    agent = DemoAgent(requests=deque(maxlen=3))
+
+    async def ask() -> list[int]:
+        transport = httpx.ASGITransport(app=create_demo_agent(agent))
+        sizes = []
+        async with httpx.AsyncClient(transport=transport, base_url="http://agent") as client:
+            for prompt in ("[size=999999999999]", "[size=1.2.3]", "a", "b", "c"):
+                answer = await client.post(
+                    "/v1/chat/completions",
+                    json={"model": "default", "messages": [{"role": "user", "content": prompt}]},
+                )
+                assert answer.status_code == 200
+                sizes.append(len(answer.json()["choices"][0]["message"]["content"]))
+        return sizes
+
+    sizes = asyncio.run(ask())
+    assert sizes[0] == MAX_ANSWER_CHARS
+    assert sizes[1] < 100
+    assert [request.prompt for request in agent.requests] == ["a", "b", "c"]
