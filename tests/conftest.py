@@ -150,3 +150,12 @@ def wait_for_flow_run(
             return flow_run
         time.sleep(0.1)
     raise AssertionError(f"flow run {flow_run_id} never ended; last seen: {flow_run.get('state')}")
+
+
+def wait_for_agent_prompt(agent: DemoAgent, prompt: str, timeout: float = 30.0) -> None:
+    """Wait until the fake agent has received `prompt` (it is being answered now)."""
+    deadline = time.monotonic() + timeout
+    while prompt not in agent.prompts_received():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the agent never received {prompt!r}")
+        time.sleep(0.02)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from stack.demo_agent import DemoAgent
-from tests.conftest import System, wait_for_execution, wait_for_flow_run
+from tests.conftest import System, wait_for_agent_prompt, wait_for_execution, wait_for_flow_run
 
 pytestmark = pytest.mark.slow
 
@@ -22,14 +22,14 @@ def _run(api: httpx.Client, flow_id: int) -> dict:
     return dict(response.json())
 
 
-def _mid_run(api: httpx.Client, execution_id: int) -> None:
+def _mid_run(api: httpx.Client, agent: DemoAgent, execution_id: int, slow_prompt: str) -> None:
     """Wait until the first prompt is done and the second (slow) one is at the agent."""
     wait_for_execution(
         api,
         execution_id,
         until=lambda e: e["status"] == "running" and e["current_prompt_index"] >= 1,
     )
-    time.sleep(0.3)
+    wait_for_agent_prompt(agent, slow_prompt)
 
 
 def test_kill_9_of_the_worker_fails_the_execution_and_retry_resumes_it(
@@ -41,7 +41,7 @@ def test_kill_9_of_the_worker_fails_the_execution_and_retry_resumes_it(
 ):
     flow = make_task_flow(prompts=["before the crash", "during [delay=2.5]", "after"])
     started = _run(api, flow["id"])
-    _mid_run(api, started["execution_id"])
+    _mid_run(api, fake_agent, started["execution_id"], "during [delay=2.5]")
 
     worker = system.worker()
     assert worker.pid is not None
@@ -78,7 +78,7 @@ def test_sigterm_of_the_worker_cancels_runs_in_flight_resumably(
 ):
     flow = make_task_flow(prompts=["done first", "interrupted [delay=2.5]", "last"])
     started = _run(api, flow["id"])
-    _mid_run(api, started["execution_id"])
+    _mid_run(api, fake_agent, started["execution_id"], "interrupted [delay=2.5]")
 
     worker = system.worker()
     assert worker.popen is not None
@@ -145,7 +145,7 @@ def test_restarting_the_api_mid_run_loses_nothing(
 ):
     flow = make_task_flow(prompts=["a", "b [delay=2]", "c"])
     started = _run(api, flow["id"])
-    _mid_run(api, started["execution_id"])
+    _mid_run(api, fake_agent, started["execution_id"], "b [delay=2]")
 
     old_api = [c for c in system.supervisor.children if c.name == "api" and c.running()][-1]
     old_api.stop()
@@ -173,10 +173,10 @@ def test_restarting_postgresql_mid_run_loses_no_progress(
     assert system.embedded_postgres is not None
     flow = make_task_flow(prompts=["p1", "p2 [delay=1.5]", "p3", "p4"])
     started = _run(api, flow["id"])
-    _mid_run(api, started["execution_id"])
+    _mid_run(api, fake_agent, started["execution_id"], "p2 [delay=1.5]")
 
     system.embedded_postgres.stop()
-    time.sleep(1.0)
+    time.sleep(1.0)  # a second of downtime (what is tested), not a wait for something
     system.embedded_postgres.start()
 
     execution = wait_for_execution(api, started["execution_id"], timeout=120)

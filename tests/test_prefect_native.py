@@ -60,6 +60,19 @@ def test_per_agent_limit_holds_across_concurrent_runs(
     assert fake_agent.prompts_received().count("hold the slot [delay=1]") == 6
 
 
+def _wait_online(prefect_api: httpx.Client, worker_pid: int, timeout: float = 60.0) -> str:
+    """Wait until Prefect lists the worker process `worker_pid` as online; return its name."""
+    deadline = time.monotonic() + timeout
+    workers: list[dict] = []
+    while time.monotonic() < deadline:
+        workers = prefect_api.post("/work_pools/taskflows/workers/filter", json={}).json()
+        for worker in workers:
+            if worker["name"].endswith(f"-{worker_pid}") and worker["status"] == "ONLINE":
+                return str(worker["name"])
+        time.sleep(0.2)
+    raise AssertionError(f"worker {worker_pid} never came online; workers: {workers}")
+
+
 @pytest.mark.slow
 def test_two_workers_run_every_run_exactly_once_and_survive_losing_one(
     system: System,
@@ -68,8 +81,23 @@ def test_two_workers_run_every_run_exactly_once_and_survive_losing_one(
     fake_agent: DemoAgent,
     make_task_flow,
 ):
-    system.start_worker()
-    time.sleep(3)  # let it connect and start polling
+    first = system.worker()
+    second = system.start_worker()
+    assert first.pid is not None and second.pid is not None
+    second_name = _wait_online(prefect_api, second.pid)
+
+    # While the first worker is paused, only the second can take runs: it must run them.
+    os.killpg(first.pid, signal.SIGSTOP)
+    try:
+        solo = [make_task_flow(prompts=[f"solo {n}"]) for n in range(3)]
+        started = [_run(api, f["id"]) for f in solo]
+        executions = [wait_for_execution(api, s["execution_id"], timeout=90) for s in started]
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
+    assert [e["status"] for e in executions] == ["completed"] * 3
+    assert {e["worker_name"] for e in executions} == {second_name}
+
+    # Both serving the pool: every run runs exactly once, whichever worker claims it.
     flows = [make_task_flow(prompts=[f"run {n} [delay=0.3]"]) for n in range(12)]
     with ThreadPoolExecutor(6) as pool:
         started = list(pool.map(lambda f: _run(api, f["id"]), flows))
@@ -78,8 +106,7 @@ def test_two_workers_run_every_run_exactly_once_and_survive_losing_one(
     for n in range(12):
         assert fake_agent.prompts_received().count(f"run {n} [delay=0.3]") == 1
     assert all(e["attempts"] == 1 for e in executions)
-    workers_used = {e["worker_name"] for e in executions}
-    print(f"12 runs spread over {len(workers_used)} workers")
+    assert all(e["worker_name"].startswith("taskflows-") for e in executions)
 
     # A run survives losing the worker that did not take it.
     flow = make_task_flow(prompts=["one [delay=0.5]", "two [delay=0.5]", "three [delay=0.5]"])

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 
 from stack.demo_agent import DemoAgent
-from tests.conftest import wait_for_execution, wait_for_flow_run
+from tests.conftest import System, wait_for_agent_prompt, wait_for_execution, wait_for_flow_run
 
 
 def _run(api: httpx.Client, flow_id: int) -> dict:
@@ -86,7 +91,7 @@ def test_cancel_abandons_the_agent_call_in_flight(
         started["execution_id"],
         until=lambda e: e["status"] == "running" and e["current_prompt_index"] == 1,
     )
-    time.sleep(0.3)  # the long prompt is at the agent now
+    wait_for_agent_prompt(fake_agent, "long one [delay=30]")
 
     clock = time.monotonic()
     response = api.post(f"/api/executions/{started['execution_id']}/cancel")
@@ -134,18 +139,45 @@ def test_retry_resumes_at_the_failed_prompt(
     assert not_again.status_code == 409
 
 
+@contextmanager
+def _workers_paused(system: System) -> Iterator[None]:
+    """SIGSTOP every worker: nothing claims a run until the block ends (SIGCONT)."""
+    workers = [c for c in system.supervisor.children if c.name == "worker" and c.running()]
+    pids = [c.pid for c in workers if c.pid is not None]
+    assert pids
+    for pid in pids:
+        os.killpg(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.killpg(pid, signal.SIGCONT)
+
+
 def test_cancel_of_a_queued_run_cancels_its_flow_run(
-    api: httpx.Client, prefect_api: httpx.Client, fake_agent: DemoAgent, make_task_flow, db
+    system: System,
+    api: httpx.Client,
+    prefect_api: httpx.Client,
+    fake_agent: DemoAgent,
+    make_task_flow,
 ):
-    flow = make_task_flow(prompts=["quick"])
-    started = _run(api, flow["id"])
-    response = api.post(f"/api/executions/{started['execution_id']}/cancel")
-    # The worker may have started it already; either way it ends cancelled, never completed.
-    if response.status_code == 409:
-        return
-    assert response.status_code == 200
+    prompt = f"quick {uuid.uuid4().hex[:8]}"
+    flow = make_task_flow(prompts=[prompt])
+    # With the workers paused the run stays queued: the cancel must find it so.
+    with _workers_paused(system):
+        started = _run(api, flow["id"])
+        assert api.get(f"/api/executions/{started['execution_id']}").json()["status"] == "queued"
+        response = api.post(f"/api/executions/{started['execution_id']}/cancel")
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "cancelled"
     flow_run = wait_for_flow_run(prefect_api, started["flow_run_id"])
     assert flow_run["state"]["type"] == "CANCELLED"
+    assert api.get(f"/api/executions/{started['execution_id']}").json()["status"] == "cancelled"
+    # The workers, awake again, see the cancelled run's wake-up and leave it alone: a run
+    # after it completes, and the cancelled prompt never reached the agent.
+    after = _run(api, make_task_flow(prompts=["after the cancel"])["id"])
+    assert wait_for_execution(api, after["execution_id"])["status"] == "completed"
+    assert prompt not in fake_agent.prompts_received()
     assert api.get(f"/api/executions/{started['execution_id']}").json()["status"] == "cancelled"
 
 
