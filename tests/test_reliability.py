@@ -197,13 +197,16 @@ def test_idempotency_key_returns_the_same_execution(
 def test_cancel_in_the_prefect_ui_cancels_the_execution(
     api: httpx.Client, prefect_api: httpx.Client, fake_agent: DemoAgent, make_task_flow
 ):
-    flow = make_task_flow(prompts=["go", "slow [delay=2.5]", "never sent"])
+    # The slow prompt outlasts the worker's check for UI cancels (every 2 s) many times
+    # over, so a loaded machine cannot let the run finish before the cancel lands.
+    flow = make_task_flow(prompts=["go", "slow [delay=20]", "never sent"])
     started = _run(api, flow["id"])
     wait_for_execution(
         api,
         started["execution_id"],
         until=lambda e: e["status"] == "running" and e["current_prompt_index"] == 1,
     )
+    wait_for_agent_prompt(fake_agent, "slow [delay=20]")
     # What the Prefect UI's "Cancel" sends.
     response = prefect_api.post(
         f"/flow_runs/{started['flow_run_id']}/set_state",
