@@ -19,7 +19,7 @@ import time
 from bench.stats import Row
 from bench.system import System, read_rss_kb
 from stack.commands import api_argv
-from tests.fake_agent import free_port
+from stack.ports import free_port
 
 # A stream should cost well under the 256-message queue it may fill: a few tens of KiB.
 TARGET_KIB_PER_STREAM = 64.0
@@ -46,7 +46,7 @@ async def measure(system: System, *, streams: int = 1000) -> list[Row]:
     child = system.supervisor.start(
         "api-streams",
         api_argv(port),
-        env={**system.env, "MAX_STREAMS": str(streams)},
+        env={**system.running.env, "MAX_STREAMS": str(streams)},
         ready_url=f"http://127.0.0.1:{port}/healthz",
         ready_timeout=90,
     )
