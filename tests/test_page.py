@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import statistics
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,7 +80,13 @@ def open_page(browser: Browser, system: System) -> Iterator[Any]:
     contexts = []
     errors: list[str] = []
 
-    def open_(width: int = 1200, height: int = 900, path: str = "/", dark: bool = False) -> Page:
+    def open_(
+        width: int = 1200,
+        height: int = 900,
+        path: str = "/",
+        dark: bool = False,
+        fake_clock: bool = False,
+    ) -> Page:
         context = browser.new_context(
             viewport={"width": width, "height": height},
             base_url=system.api_url,
@@ -90,6 +95,8 @@ def open_page(browser: Browser, system: System) -> Iterator[Any]:
         contexts.append(context)
         page = context.new_page()
         page.on("pageerror", lambda error: errors.append(str(error)))
+        if fake_clock:
+            page.clock.install()  # the page's timers, under the test's control
         page.goto(path)
         expect(page.locator("#live")).to_have_text("Live")
         return page
@@ -495,7 +502,7 @@ def test_a_hidden_tab_stops_asking_and_catches_up_when_shown(
     open_page, api: httpx.Client, make_task_flow, fake_agent: DemoAgent
 ):
     flow = make_task_flow(prompts=["while nobody looks"])
-    page = open_page()
+    page = open_page(fake_clock=True)
     show_history(page)
     requests: list[str] = []
     page.on("request", lambda request: requests.append(request.url))
@@ -510,7 +517,9 @@ def test_a_hidden_tab_stops_asking_and_catches_up_when_shown(
     requests.clear()
     execution_id = api.post(f"/api/task_flows/{flow['id']}/run").json()["execution_id"]
     wait_for_execution(api, execution_id)
-    time.sleep(2.5)
+    # Fast-forward the page's clock past every timer it could have left (the 2 s poll, the
+    # 10 s stream retry): nothing may fire a request.
+    page.clock.run_for(15_000)
     assert requests == [], f"a hidden tab sent requests: {requests}"
     expect(history_row_of(page, execution_id)).to_have_count(0)
 
@@ -523,6 +532,29 @@ def test_a_hidden_tab_stops_asking_and_catches_up_when_shown(
     )
     expect(page.locator("#live")).to_have_text("Live")
     expect(history_row_of(page, execution_id).locator(".badge").first).to_have_text("completed")
+
+
+def test_load_more_shows_the_older_runs_of_the_history(
+    open_page, api: httpx.Client, make_task_flow, fake_agent: DemoAgent
+):
+    flow = make_task_flow(prompts=["one of many"])
+    started = [api.post(f"/api/task_flows/{flow['id']}/run").json() for _ in range(21)]
+    for run in started:
+        wait_for_execution(api, run["execution_id"])
+    oldest = started[0]["execution_id"]  # 20 newer runs push it off the first page
+
+    page = open_page()
+    show_history(page)
+    expect(history_row_of(page, started[-1]["execution_id"])).to_be_visible()
+    expect(page.locator("#history > li")).to_have_count(20)
+    expect(history_row_of(page, oldest)).to_have_count(0)
+    more = page.get_by_role("button", name="Load more")
+    more.click()
+    expect(history_row_of(page, oldest)).to_be_visible()
+    assert page.locator("#history > li").count() > 20
+    # Every row is there once: the next page starts where the first ended.
+    keys = page.locator("#history > li").evaluate_all("rows => rows.map(r => r.dataset.key)")
+    assert len(keys) == len(set(keys))
 
 
 # --- small screens and the keyboard --------------------------------------------------------------

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import time
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Generator, Iterator
 from contextlib import ExitStack
@@ -434,3 +436,48 @@ def test_the_demo_agent_bounds_its_answers_and_its_request_log() -> None:
     assert sizes[0] == MAX_ANSWER_CHARS
     assert sizes[1] < 100
     assert [request.prompt for request in agent.requests] == ["a", "b", "c"]
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_page_asks_for_the_token_once_and_then_runs_live(guarded_api: Guarded) -> None:
+    """With a token, the page shell loads, asks for the token, and then shows everything,
+    the live stream included (through the session cookie)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.skip("chromium is not installed: `apt-get install -y chromium`")
+    client = guarded_api.client
+    name = f"guarded-page-{uuid.uuid4().hex[:6]}"
+    created = client.post(
+        "/api/task_flows", json={"call_name": name, "prompts": ["hi"]}, headers=AUTH
+    )
+    assert created.status_code == 201, created.text
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_context(base_url=str(client.base_url)).new_page()
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto("/")
+            dialog = page.locator("#token-dialog")
+            expect(dialog).to_be_visible()
+            expect(page.get_by_role("button", name=f"Run {name}")).to_have_count(0)
+            page.locator("#token-input").fill(TOKEN)
+            page.get_by_role("button", name="Save token").click()
+            expect(page.get_by_role("button", name=f"Run {name}")).to_be_visible()
+            expect(page.locator("#live")).to_have_text("Live")  # the stream, not polling
+            # A run started from the page goes through (the token is sent with writes).
+            page.get_by_role("button", name=f"Run {name}").click()
+            # Reloading the tab keeps the token for the session: no second question.
+            page.reload()
+            expect(page.locator("#live")).to_have_text("Live")
+            expect(dialog).to_be_hidden()
+        finally:
+            browser.close()
+    assert not errors, errors
+    recent = client.get("/api/executions/recent", headers=AUTH).json()
+    assert any(execution["call_name"] == name for execution in recent)

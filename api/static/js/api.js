@@ -1,4 +1,5 @@
-// Talking to the API: JSON in and out, the token for changes, and errors as sentences.
+// Talking to the API: JSON in and out, the token when the server has one, and errors as
+// sentences.
 
 import { askForToken, savedToken } from './notices.js';
 
@@ -17,7 +18,7 @@ export async function api(method, path, body, headers = {}) {
     init.body = JSON.stringify(body);
   }
   const token = savedToken();
-  if (token && method !== 'GET') init.headers.Authorization = `Bearer ${token}`;
+  if (token) init.headers.Authorization = `Bearer ${token}`;
   let response;
   try {
     response = await fetch(path, init);
@@ -42,4 +43,15 @@ export async function api(method, path, body, headers = {}) {
 export function newKey() {
   if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
   return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+}
+
+/** Trade the saved token for the session cookie the event stream needs: an EventSource
+ *  cannot send the Authorization header. Without a saved token there is nothing to do. */
+export async function openSession() {
+  if (!savedToken()) return;
+  try {
+    await api('POST', '/api/session');
+  } catch {
+    // a wrong token: the request that needs it asks again
+  }
 }

@@ -2,6 +2,7 @@
 // stream (see stream.js). Each module owns one part of the page; the state they share is in
 // store.js. This one wires them together and starts the page.
 
+import { openSession } from './api.js';
 import { initEditor, loadAgents } from './editor.js';
 import { initFlows, loadFlows } from './flows.js';
 import { initHistory, loadHistoryHead, renderHistory, tickHistory } from './history.js';
@@ -15,7 +16,16 @@ import { initTabs } from './tabs.js';
 onChange(renderRunning);
 onChange(renderHistory);
 
-initTokenDialog();
+// With a token the server answers nothing without it: after it is given, load it all again.
+initTokenDialog({
+  onSaved: async () => {
+    await openSession();
+    connect();
+    loadFlows();
+    loadAgents();
+    if (state.historyLoaded) loadHistoryHead();
+  },
+});
 initRunning();
 initHistory();
 initFlows();
@@ -44,4 +54,4 @@ initTabs();
 setLive('connecting');
 loadFlows();
 loadAgents();
-connect();
+openSession().then(connect);

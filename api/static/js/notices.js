@@ -54,9 +54,9 @@ export function confirmDialog(title, text, confirmLabel) {
   });
 }
 
-/** The API token the user gave, kept in this browser only. */
+/** The API token the user gave, kept in this tab for this session only. */
 export function savedToken() {
-  return localStorage.getItem(TOKEN_KEY);
+  return sessionStorage.getItem(TOKEN_KEY);
 }
 
 export function askForToken() {
@@ -67,13 +67,13 @@ export function askForToken() {
   dialog.showModal();
 }
 
-export function initTokenDialog() {
+export function initTokenDialog({ onSaved }) {
   $('#token-dialog').addEventListener('close', (event) => {
     if (event.target.returnValue !== 'save') return;
     const token = $('#token-input').value.trim();
-    if (token) localStorage.setItem(TOKEN_KEY, token);
-    else localStorage.removeItem(TOKEN_KEY);
-    toast('Token saved. Try again.');
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    else sessionStorage.removeItem(TOKEN_KEY);
+    onSaved();
   });
 }
 
