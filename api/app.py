@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         HostOriginGuard,
         hosts=served_host_names(settings.api_host, settings.allowed_hosts),
         cors_origins=settings.cors_origins,
+        local_clients_only=settings.api_token is None and not settings.allow_no_token,
     )
     # stream before executions: /api/executions/{execution_id} would match its path.
     for module in (

@@ -10,6 +10,10 @@ Two attacks need no token at all while the API runs without one on loopback:
   write whose origin is neither this API's own nor one of `TASKFLOWS_CORS_ORIGINS` is refused.
 
 Clients that are not browsers (curl, the CLI) send no `Origin` and are unaffected.
+
+And without `TASKFLOWS_API_TOKEN` (unless `TASKFLOWS_ALLOW_NO_TOKEN`), only this machine is
+answered, whatever address the server was told to listen on: `api.security` refuses a
+non-loopback `API_HOST` at start, and this covers `uvicorn --host 0.0.0.0` run by hand.
 """
 
 from __future__ import annotations
@@ -57,15 +61,30 @@ class HostOriginGuard:
     """ASGI middleware: 400 for an unknown Host, 403 for a write from a foreign origin."""
 
     def __init__(
-        self, app: ASGIApp, *, hosts: frozenset[str] | None, cors_origins: Iterable[str]
+        self,
+        app: ASGIApp,
+        *,
+        hosts: frozenset[str] | None,
+        cors_origins: Iterable[str],
+        local_clients_only: bool = False,
     ) -> None:
         self.app = app
         self.hosts = hosts
+        self.local_clients_only = local_clients_only
         self.cors_origins = frozenset(origin.rstrip("/").lower() for origin in cors_origins)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        if self.local_clients_only and client and not _is_local_client(client[0]):
+            response = error_response(
+                403,
+                "This API has no TASKFLOWS_API_TOKEN, so it answers this machine only. "
+                "Set TASKFLOWS_API_TOKEN to use it from elsewhere.",
+            )
+            await response(scope, receive, send)
             return
         headers = Headers(scope=scope)
         host = headers.get("host", "")
@@ -106,8 +125,15 @@ class HostOriginGuard:
         return parts.scheme in ("http", "https") and parts.netloc == host.strip().lower()
 
 
+def _is_local_client(address: str) -> bool:
+    # A unix socket (a local proxy) has no IP address: it is on this machine.
+    return not address or address.startswith("/") or _is_loopback_address(address)
+
+
 def _is_loopback_address(name: str) -> bool:
     try:
-        return ipaddress.ip_address(name).is_loopback
+        address = ipaddress.ip_address(name)
     except ValueError:
         return False
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 on a dual-stack socket
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)

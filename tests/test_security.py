@@ -19,9 +19,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
-from starlette.types import Message
+from starlette.responses import PlainTextResponse
+from starlette.types import Message, Receive, Scope, Send
 
-from api.host_origin import served_host_names
+from api.host_origin import HostOriginGuard, served_host_names
 from api.security import SESSION_COOKIE, UnsafeExposure, check_exposure
 from api.stream_limits import StreamLimiter
 from flows.agent_client import AgentClient
@@ -481,3 +482,27 @@ def test_the_page_asks_for_the_token_once_and_then_runs_live(guarded_api: Guarde
     assert not errors, errors
     recent = client.get("/api/executions/recent", headers=AUTH).json()
     assert any(execution["call_name"] == name for execution in recent)
+
+
+def test_without_a_token_only_this_machine_is_answered() -> None:
+    """`uvicorn --host 0.0.0.0` run by hand without a token: other machines are refused."""
+
+    async def ok(scope: Scope, receive: Receive, send: Send) -> None:
+        await PlainTextResponse("ok")(scope, receive, send)
+
+    async def status_for(guard: HostOriginGuard, client: str) -> int:
+        transport = httpx.ASGITransport(app=guard, client=(client, 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
+            return (await http.get("/api/task_flows")).status_code
+
+    local_only = HostOriginGuard(ok, hosts=None, cors_origins=[], local_clients_only=True)
+    with_token = HostOriginGuard(ok, hosts=None, cors_origins=[], local_clients_only=False)
+    async def statuses() -> list[int]:
+        return [
+            await status_for(local_only, "192.0.2.7"),
+            await status_for(local_only, "127.0.0.1"),
+            await status_for(local_only, "::ffff:127.0.0.1"),
+            await status_for(with_token, "192.0.2.7"),
+        ]
+
+    assert asyncio.run(statuses()) == [403, 200, 200, 200]
