@@ -10,6 +10,7 @@ import shutil
 import socket
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -25,8 +26,17 @@ from stack.embedded_postgres import (
 )
 
 
-def test_data_survives_a_restart_on_the_same_directory(tmp_path: Path) -> None:
-    pg = EmbeddedPostgres(tmp_path / "pg")
+@pytest.fixture
+def work_dir() -> Iterator[Path]:
+    """A fresh folder outside pytest's: as root the server runs as another user, who must
+    traverse every parent, and other pytest sessions reset theirs to 0700 at any time."""
+    folder = Path(tempfile.mkdtemp(prefix="taskflows-pg-test-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_data_survives_a_restart_on_the_same_directory(work_dir: Path) -> None:
+    pg = EmbeddedPostgres(work_dir / "pg")
     try:
         admin_url = pg.start()
         password = pg.password_file.read_text().strip()
@@ -40,13 +50,13 @@ def test_data_survives_a_restart_on_the_same_directory(tmp_path: Path) -> None:
             assert similar == (True,)
 
         # A second manager on the same directory reuses the running server.
-        assert EmbeddedPostgres(tmp_path / "pg").start() == admin_url
+        assert EmbeddedPostgres(work_dir / "pg").start() == admin_url
 
         pg.stop()
         with pytest.raises(psycopg.OperationalError):
             psycopg.connect(pg.url("probe"), connect_timeout=2)
 
-        restarted = EmbeddedPostgres(tmp_path / "pg")
+        restarted = EmbeddedPostgres(work_dir / "pg")
         assert restarted.start() == admin_url  # the remembered port
         with psycopg.connect(restarted.url("probe")) as conn:
             assert conn.execute("SELECT name FROM kept").fetchall() == [("taskflows",)]
@@ -56,8 +66,8 @@ def test_data_survives_a_restart_on_the_same_directory(tmp_path: Path) -> None:
         pg.stop()
 
 
-def test_a_taken_port_moves_the_server_to_a_free_one(tmp_path: Path) -> None:
-    pg = EmbeddedPostgres(tmp_path / "pg")
+def test_a_taken_port_moves_the_server_to_a_free_one(work_dir: Path) -> None:
+    pg = EmbeddedPostgres(work_dir / "pg")
     try:
         pg.start()
         first_port = pg.port
@@ -82,15 +92,15 @@ def _connect_without_password(port: int, host: str = "127.0.0.1") -> None:
     ).close()
 
 
-def test_every_connection_needs_the_generated_password(tmp_path: Path) -> None:
-    pg = EmbeddedPostgres(tmp_path / "pg")
+def test_every_connection_needs_the_generated_password(work_dir: Path) -> None:
+    pg = EmbeddedPostgres(work_dir / "pg")
     try:
         admin_url = pg.start()
         assert pg.port is not None
         # The password lives beside the cluster, readable by this user only.
         mode = stat.S_IMODE(pg.password_file.stat().st_mode)
         assert mode == 0o600, oct(mode)
-        assert pg.password_file.parent == tmp_path
+        assert pg.password_file.parent == work_dir
         with pytest.raises(psycopg.OperationalError, match="password"):
             _connect_without_password(pg.port)
         # Over the unix socket too (any local user can reach it otherwise).
@@ -114,8 +124,8 @@ def _make_it_trust_as_before(pg: EmbeddedPostgres) -> None:
     pg.password_file.unlink()
 
 
-def test_a_cluster_made_with_trust_auth_is_migrated_on_start(tmp_path: Path) -> None:
-    pg = EmbeddedPostgres(tmp_path / "pg")
+def test_a_cluster_made_with_trust_auth_is_migrated_on_start(work_dir: Path) -> None:
+    pg = EmbeddedPostgres(work_dir / "pg")
     try:
         admin_url = pg.start()
         with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -123,7 +133,7 @@ def test_a_cluster_made_with_trust_auth_is_migrated_on_start(tmp_path: Path) -> 
         pg.stop()
         _make_it_trust_as_before(pg)
 
-        upgraded = EmbeddedPostgres(tmp_path / "pg")
+        upgraded = EmbeddedPostgres(work_dir / "pg")
         new_url = upgraded.start()
         assert new_url != admin_url  # a new password was generated and set
         assert stat.S_IMODE(upgraded.password_file.stat().st_mode) == 0o600
@@ -137,7 +147,7 @@ def test_a_cluster_made_with_trust_auth_is_migrated_on_start(tmp_path: Path) -> 
         with psycopg.connect(new_url, autocommit=True) as conn:
             _make_it_trust_as_before(upgraded)
             conn.execute("SELECT pg_reload_conf()")
-        running = EmbeddedPostgres(tmp_path / "pg")
+        running = EmbeddedPostgres(work_dir / "pg")
         running.start()
         assert running.port == upgraded.port
         with pytest.raises(psycopg.OperationalError, match="password"):
@@ -148,20 +158,20 @@ def test_a_cluster_made_with_trust_auth_is_migrated_on_start(tmp_path: Path) -> 
         pg.stop()
 
 
-def test_a_lost_password_file_is_explained(tmp_path: Path) -> None:
-    pg = EmbeddedPostgres(tmp_path / "pg")
+def test_a_lost_password_file_is_explained(work_dir: Path) -> None:
+    pg = EmbeddedPostgres(work_dir / "pg")
     try:
         pg.start()
         pg.password_file.unlink()
         with pytest.raises(EmbeddedPostgresError, match="is missing: restore that file"):
-            EmbeddedPostgres(tmp_path / "pg").start()
+            EmbeddedPostgres(work_dir / "pg").start()
     finally:
         pg.stop()
 
 
-def test_a_socket_directory_others_can_enter_is_refused(tmp_path: Path) -> None:
+def test_a_socket_directory_others_can_enter_is_refused(work_dir: Path) -> None:
     # A checkout deep enough that the socket must go to the shared temporary folder.
-    deep = tmp_path / ("d" * 60) / ("e" * 60) / "pg"
+    deep = work_dir / ("d" * 60) / ("e" * 60) / "pg"
     digest = hashlib.sha256(str(deep.resolve()).encode()).hexdigest()[:12]
     planted = Path(tempfile.gettempdir()) / f"taskflows-pg-{digest}"
     planted.mkdir()

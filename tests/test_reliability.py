@@ -11,7 +11,9 @@ from contextlib import contextmanager
 
 import httpx
 
+from stack.commands import api_argv
 from stack.demo_agent import DemoAgent
+from stack.ports import free_port
 from tests.conftest import System, wait_for_agent_prompt, wait_for_execution, wait_for_flow_run
 
 
@@ -219,3 +221,65 @@ def test_cancel_in_the_prefect_ui_cancels_the_execution(
     assert execution["status"] == "cancelled"
     assert wait_for_flow_run(prefect_api, started["flow_run_id"])["state"]["type"] == "CANCELLED"
     assert "never sent" not in fake_agent.prompts_received()
+
+
+def _api_with(system: System, name: str, **env: str) -> Iterator[httpx.Client]:
+    """Another API process with some of its dependencies pointed at a dead port."""
+    port = free_port()
+    child = system.supervisor.start(name, api_argv(port), env={**system.env, **env})
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            deadline = time.monotonic() + 90
+            while True:  # its /healthz answers 503, so wait for any answer
+                try:
+                    client.get("/healthz")
+                    break
+                except httpx.TransportError:
+                    assert child.running(), child.log_tail()
+                    assert time.monotonic() < deadline, "the API never answered"
+                    time.sleep(0.2)
+            yield client
+    finally:
+        child.stop()
+
+
+@contextmanager
+def _api_without_prefect(system: System) -> Iterator[httpx.Client]:
+    yield from _api_with(
+        system, "api-no-prefect", PREFECT_API_URL=f"http://127.0.0.1:{free_port()}/api"
+    )
+
+
+@contextmanager
+def _api_without_database(system: System) -> Iterator[httpx.Client]:
+    dead = f"postgresql://postgres:x@127.0.0.1:{free_port()}/taskflows?connect_timeout=2"
+    yield from _api_with(system, "api-no-database", DATABASE_URL=dead)
+
+
+def test_health_and_the_api_say_503_when_prefect_is_down(
+    system: System, make_task_flow
+) -> None:
+    flow = make_task_flow(prompts=["never runs"])
+    with _api_without_prefect(system) as client:
+        health = client.get("/healthz")
+        assert health.status_code == 503
+        body = health.json()
+        assert body["ok"] is False and body["database"] == "ok"
+        assert "Prefect" in body["prefect"] and body["prefect"] != "ok"
+        started = client.post(f"/api/task_flows/{flow['id']}/run")
+        assert started.status_code == 503, started.text
+        assert "Prefect" in started.json()["error"]
+        assert "Traceback" not in started.text
+
+
+def test_health_and_the_api_say_503_when_postgresql_is_down(system: System) -> None:
+    with _api_without_database(system) as client:
+        health = client.get("/healthz")
+        assert health.status_code == 503
+        body = health.json()
+        assert body["ok"] is False and body["database"] != "ok"
+        assert "database" in body["database"]
+        for answer in (client.get("/api/task_flows"), client.get("/api/executions/recent")):
+            assert answer.status_code == 503, answer.text
+            assert "database" in answer.json()["error"].lower()
+            assert "psycopg" not in answer.text and "Traceback" not in answer.text

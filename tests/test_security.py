@@ -117,7 +117,7 @@ def test_the_health_check_and_the_page_shell_need_no_token(guarded_api: Guarded)
     assert health.status_code in (200, 503) and "database" in health.json()
     page = client.get("/")
     assert page.status_code == 200 and "<html" in page.text.lower()
-    assert client.get("/static/app.js").status_code == 200
+    assert client.get("/static/js/main.js").status_code == 200
 
 
 def test_the_session_cookie_opens_the_stream_but_never_writes(guarded_api: Guarded) -> None:
