@@ -76,8 +76,9 @@ ExecutionStoreDep = Annotated[ExecutionStore, Depends(get_execution_store)]
 _bearer = HTTPBearer(auto_error=False, description="TASKFLOWS_API_TOKEN, when it is set.")
 
 
-# Open with a token too: the probe of an orchestrator has no token, and it says only
-# what is down. The page shell ("/", "/static") is not routed through FastAPI's dependencies.
+# Open with a token too: the probe of an orchestrator has no token, and /healthz says only
+# what is down; "/" is the page shell, which asks for the token. (/static is a mount, which
+# FastAPI's dependencies never see.)
 TOKEN_FREE_PATHS = frozenset({"/healthz", "/"})
 
 
