@@ -255,7 +255,15 @@ def test_create_a_flow_run_it_watch_the_progress_and_find_it_completed_in_histor
         "href", re.compile(r"/runs/flow-run/[0-9a-f-]{36}$")
     )
     execution_id = int(card.get_attribute("data-key") or 0)
-    expect(card).to_have_count(0, timeout=30000)
+    # When it ends, the card stays and says so, with the run's duration, for about 10 s.
+    outcome = card.locator('[data-f="outcome"]')
+    expect(outcome).to_have_text(re.compile(r"^Completed in \d+(\.\d)? s\.$"), timeout=30000)
+    assert color_of(outcome) == GREEN
+    expect(card.locator(".badge")).to_have_text("completed")
+    expect(card.get_by_role("button", name="Cancel")).to_be_hidden()
+    ended_at = time.monotonic()
+    expect(card).to_have_count(0, timeout=20000)
+    assert time.monotonic() - ended_at > 5, "the ended card left before anyone could read it"
 
     progress = [p for p in page.evaluate("window.__progress") if p["id"] == execution_id]
     values = [p["value"] for p in progress]
@@ -338,6 +346,149 @@ def test_a_failing_flow_shows_red_with_its_error(open_page, make_task_flow, fake
     assert color_of(second.locator('[data-f="error"]')) == RED
 
 
+# --- how runs end: the card stays and says so ----------------------------------------------
+
+
+def test_a_run_that_fails_at_once_stays_on_its_card_with_the_error_and_retry(
+    open_page, api: httpx.Client, make_task_flow, fake_agent: DemoAgent
+):
+    flow = make_task_flow(prompts=["first of all"])
+    page = open_page()
+    fake_agent.behaviour = AgentBehaviour(fail_status=400)
+    page.get_by_role("button", name=f"Run {flow['call_name']}").click()
+    card = running_card(page, flow["call_name"])
+    outcome = card.locator('[data-f="outcome"]')
+    expect(outcome).to_contain_text("Prompt 1 of 1 failed", timeout=20000)
+    expect(outcome).to_contain_text("HTTP 400")
+    assert color_of(outcome) == RED
+    expect(card.locator(".badge")).to_have_text("failed")
+    failed_id = int(card.get_attribute("data-key") or 0)
+
+    fake_agent.behaviour = AgentBehaviour()  # the agent is fixed: Retry on the card
+    card.get_by_role("button", name=re.compile("^Retry")).click()
+    expect(page.locator(f'#running > li[data-key="{failed_id}"]')).to_have_count(0)
+    retry = running_card(page, flow["call_name"])
+    expect(retry.locator('[data-f="outcome"]')).to_contain_text("Completed in", timeout=20000)
+    retry_id = int(retry.get_attribute("data-key") or 0)
+    assert api.get(f"/api/executions/{retry_id}").json()["retry_of"] == failed_id
+    # An open History shows the run at the top at once, while its card is still up.
+    show_history(page)
+    expect(page.locator("#history > li").first).to_have_attribute("data-key", str(retry_id))
+    retry.get_by_role("button", name=re.compile("^Dismiss")).click()
+    expect(retry).to_have_count(0)
+
+
+def test_a_run_that_ends_in_a_hidden_tab_is_announced_when_it_comes_back(
+    open_page, api: httpx.Client, make_task_flow, fake_agent: DemoAgent
+):
+    flow = make_task_flow(prompts=["slowly [delay=1.5]"])
+    page = open_page()
+    page.get_by_role("button", name=f"Run {flow['call_name']}").click()
+    card = running_card(page, flow["call_name"])
+    expect(card.locator(".badge")).to_have_text("running", timeout=15000)
+    execution_id = int(card.get_attribute("data-key") or 0)
+    set_hidden = """hidden => {
+      Object.defineProperty(document, 'hidden', { configurable: true, get: () => hidden });
+      document.dispatchEvent(new Event('visibilitychange'));
+    }"""
+    page.evaluate(set_hidden, True)
+    expect(page.locator("#live")).to_have_text("Paused")
+    assert wait_for_execution(api, execution_id)["status"] == "completed"
+
+    page.evaluate(set_hidden, False)
+    expect(card.locator('[data-f="outcome"]')).to_contain_text("Completed in", timeout=10000)
+    expect(card.locator(".badge")).to_have_text("completed")
+
+
+# --- schedules ----------------------------------------------------------------------------
+
+
+def test_schedules_on_the_page_set_edit_switch_off_and_remove(
+    open_page, api: httpx.Client, make_task_flow
+):
+    flow = make_task_flow()
+    url = f"/api/task_flows/{flow['id']}/schedule"
+    page = open_page()
+    row = page.locator("#flows > li").filter(has_text=flow["call_name"])
+    expect(row.locator('[data-f="schedule"]')).to_have_text("")
+    row.get_by_role("button", name=f"Schedule {flow['call_name']}").click()
+    form = page.locator("#schedule-form")
+    page.get_by_label("Cron", exact=True).fill("0 9 * * 1-5")
+    page.get_by_label("Time zone").fill("Europe/Berlin")
+    words = form.locator("#schedule-words")
+    expect(words).to_have_text("weekdays at 09:00, Europe/Berlin")
+    form.get_by_role("button", name="Save schedule").click()
+    next_runs = form.locator("#schedule-next time")
+    expect(next_runs).to_have_count(5)
+    for text in next_runs.all_text_contents():
+        assert "09:00" in text and not text.startswith(("Sat", "Sun")), text
+    summary = row.locator('[data-f="schedule"]')
+    expect(summary).to_contain_text("Next run")
+    expect(summary).to_contain_text("weekdays at 09:00, Europe/Berlin")
+    stored = api.get(url).json()
+    assert (stored["cron"], stored["timezone"], stored["enabled"]) == (
+        "0 9 * * 1-5",
+        "Europe/Berlin",
+        True,
+    )
+
+    # Edit it; the words follow the typing.
+    page.get_by_label("Cron", exact=True).fill("30 6 * * *")
+    expect(words).to_have_text("every day at 06:30, Europe/Berlin")
+    form.get_by_role("button", name="Save schedule").click()
+    expect(summary).to_contain_text("every day at 06:30")
+    assert api.get(url).json()["cron"] == "30 6 * * *"
+
+    # Switch it off and on again.
+    form.get_by_role("button", name="Switch off").click()
+    expect(summary).to_contain_text("Schedule off")
+    expect(form.locator("#schedule-next li")).to_have_count(0)
+    assert api.get(url).json()["enabled"] is False
+    form.get_by_role("button", name="Switch on").click()
+    expect(summary).to_contain_text("Next run")
+    assert api.get(url).json()["enabled"] is True
+
+    # What the API refuses, the form shows in the API's words.
+    error = form.locator("#schedule-error")
+    page.get_by_label("Cron", exact=True).fill("every day")
+    form.get_by_role("button", name="Save schedule").click()
+    expect(error).to_contain_text("cron must have 5 fields")
+    page.get_by_label("Cron", exact=True).fill("0 7 * * *")
+    page.get_by_label("Time zone").fill("Nowhere/Land")
+    form.get_by_role("button", name="Save schedule").click()
+    expect(error).to_contain_text("timezone must be an IANA time zone")
+    assert api.get(url).json()["cron"] == "30 6 * * *"
+
+    form.get_by_role("button", name="Remove schedule").click()
+    expect(form).to_be_hidden()
+    expect(summary).to_have_text("")
+    assert api.get(url).status_code == 404
+
+
+def test_crons_read_in_words(open_page):
+    page = open_page()
+    cases = {
+        "0 9 * * 1-5": "weekdays at 09:00, UTC",
+        "*/15 * * * *": "every 15 minutes, UTC",
+        "0 * * * *": "every hour, UTC",
+        "5 */2 * * *": "every 2 hours at minute 5, UTC",
+        "0 8,17 * * *": "every day at 08:00 and 17:00, UTC",
+        "0 10 * * 6,0": "weekends at 10:00, UTC",
+        "0 9 * * mon,wed,fri": "on Mondays, Wednesdays and Fridays at 09:00, UTC",
+        "0 0 1 * *": "on day 1 of the month at 00:00, UTC",
+        "@daily": "every day at 00:00, UTC",
+        "0 9 1-7 * 1#1": "cron “0 9 1-7 * 1#1”, UTC",
+    }
+    said = page.evaluate(
+        """async cases => {
+          const { describeCron } = await import('/static/js/cron.js');
+          return Object.fromEntries(Object.keys(cases).map(c => [c, describeCron(c, 'UTC')]));
+        }""",
+        cases,
+    )
+    assert said == cases
+
+
 # --- cancel and retry (the control endpoints) -------------------------------------------------
 
 
@@ -353,7 +504,11 @@ def test_cancel_a_running_flow_from_the_page(
     assert color_of(card.locator(".badge")) == BLUE
 
     card.get_by_role("button", name="Cancel").click()
-    expect(card).to_have_count(0, timeout=10000)
+    expect(card.locator(".badge")).to_have_text("cancelled", timeout=10000)
+    expect(card.locator('[data-f="outcome"]')).to_contain_text("Cancelled")
+    expect(card.get_by_role("button", name=re.compile("^Retry"))).to_be_visible()
+    card.get_by_role("button", name=re.compile("^Dismiss")).click()
+    expect(card).to_have_count(0)
     row = history_row(page, flow["call_name"])
     expect(row.locator(".badge").first).to_have_text("cancelled")
     expect(row.get_by_role("button", name="Retry")).to_be_visible()

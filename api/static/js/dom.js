@@ -3,7 +3,7 @@
 import { formatFull } from './format.js';
 
 // What the buttons say (their accessible names add what they act on).
-export const VERBS = { run: 'Run', edit: 'Edit', delete: 'Delete', save: 'Save', 'cancel-edit': 'Cancel' };
+export const VERBS = { run: 'Run', edit: 'Edit', schedule: 'Schedule', delete: 'Delete', save: 'Save', 'cancel-edit': 'Cancel' };
 
 export const $ = (selector, root = document) => root.querySelector(selector);
 export const field = (root, name) => root.querySelector(`[data-f="${name}"]`);

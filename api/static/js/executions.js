@@ -8,7 +8,7 @@
 
 import { api } from './api.js';
 import { setLive, toast } from './notices.js';
-import { ACTIVE, changed, state } from './store.js';
+import { ACTIVE, ENDED_CARD_MS, changed, state } from './store.js';
 
 function isStale(execution, known) {
   return Boolean(known) && Date.parse(execution.updated_at) < Date.parse(known.updated_at);
@@ -25,8 +25,13 @@ export function upsert(execution) {
   const id = execution.id;
   const known = state.active.get(id) || state.history.get(id);
   if (isStale(execution, known)) return;
-  if (ACTIVE.has(execution.status)) state.active.set(id, execution);
-  else state.active.delete(id);
+  if (ACTIVE.has(execution.status)) {
+    state.active.set(id, execution);
+    state.watched.add(id);
+  } else {
+    state.active.delete(id);
+    if (state.watched.delete(id) || state.ended.has(id)) announceEnd(execution);
+  }
   const partial = state.partials.get(id);
   if (partial && (partial.index < execution.current_prompt_index || execution.status !== 'running')) {
     state.partials.delete(id);
@@ -49,6 +54,30 @@ export function addHistoryRows(executions, { page = false } = {}) {
     state.history.set(id, isStale(execution, known) || (known && known.updated_at === execution.updated_at) ? known : execution);
   }
   changed();
+}
+
+/** Keep the card of a run that ended, saying how; the clock starts when someone can see it
+ * (a run that ended while the tab was hidden is announced when it comes back). */
+function announceEnd(execution) {
+  const previous = state.ended.get(execution.id);
+  state.ended.set(execution.id, { execution, until: previous ? previous.until : null });
+}
+
+/** Announce this run's end on its card, even if it ends before the page saw it running. */
+export function watch(id) {
+  if (!state.ended.has(id)) state.watched.add(id);
+}
+
+export function dismissEnded(id) {
+  if (state.ended.delete(id)) changed();
+}
+
+/** Once a second while visible: start the clocks of new ended cards, retire old ones. */
+export function tickEnded(now = Date.now()) {
+  for (const [id, ended] of state.ended) {
+    if (ended.until === null) ended.until = now + ENDED_CARD_MS;
+    else if (now >= ended.until) dismissEnded(id);
+  }
 }
 
 export function oldestHistoryId() {

@@ -3,26 +3,29 @@
 import { api, newKey } from './api.js';
 import { $, VERBS, field, fromTemplate, syncList } from './dom.js';
 import { closeEditor, openEditor } from './editor.js';
-import { refreshExecution } from './executions.js';
+import { refreshExecution, watch } from './executions.js';
 import { plural } from './format.js';
 import { busy, confirmDialog, toast } from './notices.js';
+import { loadSchedules, openSchedule, scheduleSummary } from './schedules.js';
 import { state } from './store.js';
 
 export async function loadFlows() {
   try {
-    state.flows = await api('GET', '/api/task_flows');
+    const [flows] = await Promise.all([api('GET', '/api/task_flows'), loadSchedules()]);
+    state.flows = flows;
     renderFlows();
   } catch (error) {
     toast(error.message, { error: true });
   }
 }
 
-function renderFlows() {
+export function renderFlows() {
   syncList($('#flows'), state.flows, () => fromTemplate('tpl-flow'), (row, flow) => {
     field(row, 'name').textContent = flow.call_name;
     field(row, 'agent').textContent = `Agent ${flow.agent}`;
     field(row, 'count').textContent = plural(flow.prompts.length, 'prompt');
     field(row, 'description').textContent = flow.description;
+    field(row, 'schedule').textContent = scheduleSummary(flow.id);
     for (const button of row.querySelectorAll('[data-act]')) {
       button.setAttribute('aria-label', `${VERBS[button.dataset.act]} ${flow.call_name}`);
     }
@@ -34,6 +37,7 @@ function runFlow(button, flow) {
   busy(button, 'Starting…', async () => {
     const started = await api('POST', `/api/task_flows/${flow.id}/run`, undefined, { 'Idempotency-Key': newKey() });
     toast(`Started ${flow.call_name} #${started.execution_id}.`);
+    watch(started.execution_id); // announce how it ends, even if that is at once
     await refreshExecution(started.execution_id);
   });
 }
@@ -59,6 +63,7 @@ export function initFlows() {
     if (!flow) return;
     if (button.dataset.act === 'run') runFlow(button, flow);
     else if (button.dataset.act === 'edit') openEditor(flow);
+    else if (button.dataset.act === 'schedule') openSchedule(flow);
     else if (button.dataset.act === 'delete') deleteFlow(flow);
   });
 }

@@ -4,7 +4,7 @@
 
 import { api, newKey } from './api.js';
 import { $, field, fromTemplate, setBadge, setTime, syncList } from './dom.js';
-import { addHistoryRows, loadDetails, oldestHistoryId, refreshExecution } from './executions.js';
+import { addHistoryRows, loadDetails, oldestHistoryId, refreshExecution, watch } from './executions.js';
 import { elapsedMs, formatDuration, formatStart, plural } from './format.js';
 import { busy, toast } from './notices.js';
 import { RETRYABLE, changed, state } from './store.js';
@@ -143,6 +143,7 @@ export function initHistory() {
       busy(button, 'Retrying…', async () => {
         const started = await api('POST', `/api/executions/${id}/retry`, undefined, { 'Idempotency-Key': newKey() });
         toast(`Retrying #${id} as #${started.execution_id}.`);
+        watch(started.execution_id);
         await refreshExecution(started.execution_id);
       });
     }

@@ -4,11 +4,13 @@
 
 import { openSession } from './api.js';
 import { initEditor, loadAgents } from './editor.js';
-import { initFlows, loadFlows } from './flows.js';
+import { tickEnded } from './executions.js';
+import { initFlows, loadFlows, renderFlows } from './flows.js';
 import { initHistory, loadHistoryHead, renderHistory, tickHistory } from './history.js';
 import { initMemories } from './memories.js';
 import { initTokenDialog, setLive } from './notices.js';
 import { initRunning, renderRunning, tickRunning } from './runs.js';
+import { initSchedules } from './schedules.js';
 import { onChange, state } from './store.js';
 import { connect, disconnect } from './stream.js';
 import { initTabs } from './tabs.js';
@@ -30,6 +32,7 @@ initRunning();
 initHistory();
 initFlows();
 initEditor({ onSaved: loadFlows });
+initSchedules({ onSaved: renderFlows });
 initMemories();
 
 // Elapsed times tick once a second (only while the tab is visible).
@@ -37,6 +40,7 @@ setInterval(() => {
   if (document.hidden) return;
   tickRunning();
   tickHistory();
+  tickEnded();
 }, 1000);
 
 document.addEventListener('visibilitychange', () => {

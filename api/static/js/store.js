@@ -3,13 +3,18 @@
 
 export const ACTIVE = new Set(['queued', 'running']);
 export const RETRYABLE = new Set(['failed', 'cancelled']);
+// How long a run that ended keeps its card (counted while the tab is visible).
+export const ENDED_CARD_MS = 10000;
 
 export const state = {
   agents: [],
   defaultAgent: 'default',
   agentsError: null,
   flows: [],
+  schedules: new Map(), // flow id -> its schedule as Prefect has it
   active: new Map(), // id -> execution summary, queued or running
+  watched: new Set(), // ids whose end the page announces: shown running, or started here
+  ended: new Map(), // id -> {execution, until}: a run that just ended, still on its card
   history: new Map(), // id -> execution summary, every execution shown in History
   historyOpen: false,
   historyLoaded: false,
