@@ -23,7 +23,16 @@ from types import FrameType
 
 import psycopg
 
-from bench import burst, launch, live_output, overhead, progress, streams, throughput
+from bench import (
+    burst,
+    first_minute,
+    launch,
+    live_output,
+    overhead,
+    progress,
+    streams,
+    throughput,
+)
 from bench.baseline_client import start_baseline
 from bench.profiling import Profiler
 from bench.stats import Row, render
@@ -32,7 +41,8 @@ from bench.system import progress as say
 from flows.errors import TaskflowsError
 
 # The burst (and its RSS sample) runs before the 50 KB answers inflate the worker's heap.
-GROUPS = ("launch", "burst", "progress", "live", "overhead", "api", "streams")
+# first_minute runs first: it measures the system as it comes up.
+GROUPS = ("first_minute", "launch", "burst", "progress", "live", "overhead", "api", "streams")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -129,6 +139,20 @@ def _machine() -> str:
 
 async def _run(system: System, args: argparse.Namespace, busy: list[str]) -> list[Row]:
     quick, repeat = args.quick, args.repeat
+    rows: list[Row] = []
+    if "first_minute" in args.groups:
+        say("measuring first_minute (the system just started)")
+        try:
+            rows.extend(
+                await first_minute.measure(
+                    system, started_at=args.started_at, warm_runs=3 if quick else 10
+                )
+            )
+        except Exception as exc:
+            traceback.print_exc()
+            rows.append(
+                Row("first_minute: could not measure", "-", "error", "-", False, f"{exc!r}"[:200])
+            )
     conn = await connect(system)
     try:
         baseline = await start_baseline(system, conn)
@@ -165,9 +189,8 @@ async def _run(system: System, args: argparse.Namespace, busy: list[str]) -> lis
         ),
         "streams": lambda: streams.measure(system, streams=100 if quick else 1000),
     }
-    rows: list[Row] = []
     for group in GROUPS:
-        if group not in args.groups:
+        if group not in args.groups or group == "first_minute":
             continue
         if not await settle():
             busy.append(group)
@@ -228,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         if (args.split or os.environ.get("REDIS_URL")) and not args.one_process:
             redis_url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
         with bench_system(log_dir, trace_dir, args.extra_env, redis_url) as system:
+            args.started_at = time.monotonic()
             profiler = _profiler(system) if args.profile else None
             try:
                 rows = asyncio.run(_run(system, args, busy))
