@@ -20,6 +20,7 @@ import httpx
 from bench.stats import Row, median, ms, percentile
 from bench.system import (
     FINAL,
+    CpuMeter,
     System,
     api_client,
     connect,
@@ -69,6 +70,7 @@ async def _new_flow(client: httpx.AsyncClient, name: str) -> tuple[int, str]:
 
 async def measure(system: System, *, started_at: float, warm_runs: int = 10) -> list[Row]:
     """`started_at`: time.monotonic() when the system answered healthy."""
+    meter = CpuMeter(system).start()
     async with api_client(system) as client:
         flow_id, tag = await _new_flow(client, "first-minute")
         first_after_start = await _latency(system, client, flow_id, tag)
@@ -78,6 +80,7 @@ async def measure(system: System, *, started_at: float, warm_runs: int = 10) -> 
             began = time.monotonic()
             minute.append(await _latency(system, client, flow_id, tag))
             await asyncio.sleep(max(0.0, EVERY_S - (time.monotonic() - began)))
+        busy_minute = meter.stop()  # what kept the machine busy meanwhile
 
         quiet = await settle(timeout=60)
         new_id, new_tag = await _new_flow(client, "new-flow")
@@ -105,7 +108,7 @@ async def measure(system: System, *, started_at: float, warm_runs: int = 10) -> 
             ms(quiet_p50),
             minute_p50 <= FIRST_MINUTE_FACTOR * quiet_p50,
             f"{len(minute)} runs, one every {EVERY_S:g} s; p95 {ms(percentile(minute, 95))}, "
-            f"max {ms(minute_max)}",
+            f"max {ms(minute_max)}; {busy_minute}",
         ),
         Row(
             "first run of a task flow created a moment before",

@@ -3,7 +3,7 @@
 A Prefect user looks for their task flows on the Flows page: there, task flow `hello` is
 flow `hello`, with its deployment `hello/hello` and its runs. All of them run the same
 function (`flows/taskflow.py:run_task_flow`); Prefect names a flow by `Flow.name`, so the
-worker runs `run_task_flow.with_options(name=<the flow run's flow name>)`, and the engine's
+worker runs a copy of `run_task_flow` named like the flow run's flow, and the engine's
 events and logs name the task flow too. Example::
 
     flow = await FlowsByRun().flow_for(client, flow_run)   # the Flow named "hello"
@@ -12,6 +12,7 @@ events and logs name the task flow too. Example::
 
 from __future__ import annotations
 
+import copy
 import logging
 from functools import lru_cache
 from typing import Any
@@ -34,7 +35,11 @@ def flow_named(name: str) -> Flow[..., Any]:
     """`run_task_flow` under the Prefect flow name `name` (one object per name)."""
     if name == run_task_flow.name:
         return run_task_flow
-    return run_task_flow.with_options(name=name)
+    # A copy with another name: `with_options(name=...)` would build the flow again (its
+    # parameter schema, its source hash), and the first run of a new task flow waited on it.
+    flow = copy.copy(run_task_flow)
+    flow.name = name
+    return flow
 
 
 class FlowsByRun:

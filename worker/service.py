@@ -54,6 +54,7 @@ from flows.settings import Settings, get_settings
 from flows.task_flow_store import TaskFlowStore
 from worker import engine_patches
 from worker.run_logs import keep_task_run_info_local
+from worker.warm_up import warm_up
 
 logger = logging.getLogger("taskflows.worker")
 
@@ -128,6 +129,10 @@ class Worker:
         await close_runtime()
 
     async def _sync_deployments(self, pool: Any) -> None:
+        try:  # first what the first run would wait for, then the (slower) sync
+            await warm_up()
+        except Exception:
+            logger.exception("Could not warm up; the first run loads what it needs")
         try:
             summary = await sync_all(self.client, TaskFlowStore(pool))
             logger.info("Deployments in sync: %s", summary)
