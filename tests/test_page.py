@@ -182,7 +182,9 @@ def test_screenshots_of_runs_in_progress_history_and_mobile(
     wait_for_execution(api, done)
     wait_for_execution(api, failed)
 
-    fake_agent.behaviour = AgentBehaviour(delay_s=2.5)
+    # Slow enough that the runs are still going when the last page (mobile) opens, even on
+    # a busy machine: a page opened later shows running runs only.
+    fake_agent.behaviour = AgentBehaviour(delay_s=4)
     page = open_page(width=1200, height=1000)
     page.get_by_role("button", name=f"Run {standup['call_name']}").click()
     page.get_by_role("button", name=f"Run {triage['call_name']}").click()
@@ -398,6 +400,20 @@ def test_a_run_that_ends_in_a_hidden_tab_is_announced_when_it_comes_back(
     page.evaluate(set_hidden, False)
     expect(card.locator('[data-f="outcome"]')).to_contain_text("Completed in", timeout=10000)
     expect(card.locator(".badge")).to_have_text("completed")
+
+
+def test_an_alert_link_opens_the_run_in_history_with_its_details(
+    open_page, api: httpx.Client, make_task_flow, fake_agent: DemoAgent
+):
+    flow = make_task_flow(prompts=["follow the link"])
+    execution_id = api.post(f"/api/task_flows/{flow['id']}/run").json()["execution_id"]
+    assert wait_for_execution(api, execution_id)["status"] == "completed"
+    # Alerts link to /#execution-<id> (deployments/alerts.py).
+    page = open_page(path=f"/#execution-{execution_id}")
+    row = history_row_of(page, execution_id)
+    expect(row.locator(".result")).to_have_count(1)
+    expect(row.locator('[data-f="response"]')).to_have_text("Echo: follow the link")
+    expect(row.get_by_role("button", name="Details")).to_have_attribute("aria-expanded", "true")
 
 
 # --- schedules ----------------------------------------------------------------------------

@@ -127,6 +127,38 @@ export async function loadHistoryHead() {
   }
 }
 
+async function setHistoryOpen(open) {
+  state.historyOpen = open;
+  const button = $('#history-toggle');
+  button.setAttribute('aria-expanded', String(open));
+  button.textContent = open ? 'Hide history' : 'Show history';
+  $('#history-body').hidden = !open;
+  if (open && !state.historyLoaded) await loadHistoryPage();
+}
+
+/** `/#execution-12` (the link in an alert): open History on that run, with its details. */
+export async function openFromHash() {
+  const match = /^#execution-(\d+)$/.exec(window.location.hash);
+  if (!match) return;
+  const id = Number(match[1]);
+  await setHistoryOpen(true);
+  if (!state.history.has(id)) {
+    try {
+      addHistoryRows([await api('GET', `/api/executions/${id}`)], { page: true });
+    } catch (error) {
+      toast(error.message, { error: true });
+      return;
+    }
+  }
+  state.expanded.add(id);
+  loadDetails(id);
+  changed();
+  requestAnimationFrame(() => {
+    const row = document.querySelector(`#history > li[data-key="${id}"]`);
+    if (row) row.scrollIntoView({ block: 'center' });
+  });
+}
+
 export function initHistory() {
   $('#history').addEventListener('click', (event) => {
     const button = event.target.closest('[data-act]');
@@ -149,14 +181,8 @@ export function initHistory() {
     }
   });
 
-  $('#history-toggle').addEventListener('click', async (event) => {
-    const button = event.currentTarget;
-    state.historyOpen = !state.historyOpen;
-    button.setAttribute('aria-expanded', String(state.historyOpen));
-    button.textContent = state.historyOpen ? 'Hide history' : 'Show history';
-    $('#history-body').hidden = !state.historyOpen;
-    if (state.historyOpen && !state.historyLoaded) await loadHistoryPage();
-  });
+  $('#history-toggle').addEventListener('click', () => setHistoryOpen(!state.historyOpen));
+  window.addEventListener('hashchange', openFromHash);
 
   $('#history-more').addEventListener('click', (event) => {
     busy(event.currentTarget, 'Loading…', () => loadHistoryPage(oldestHistoryId()));
