@@ -43,9 +43,10 @@ export function upsert(execution) {
   changed();
 }
 
-/** Take in executions read from GET /api/executions/recent: History rows only (a running
- * card waits for the execution's summary, which the stream or the next poll brings). Their
- * prompts and results are left out: History does not show them, and they can be large. */
+/** Take in executions read for History: History rows only (a running card waits for the
+ * execution's summary, which the stream or the next poll brings). History reads summaries
+ * (GET /api/executions/recent?results=false) and one whole execution when a row is opened
+ * (loadDetails); prompts and results that come along anyway are dropped here. */
 export function addHistoryRows(executions, { page = false } = {}) {
   for (const { prompts, prompt_results: results, ...execution } of executions) {
     const id = execution.id;

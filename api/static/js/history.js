@@ -109,7 +109,7 @@ export function tickHistory() {
 async function loadHistoryPage(beforeId) {
   const query = beforeId && beforeId !== Infinity ? `&before_id=${beforeId}` : '';
   try {
-    const page = await api('GET', `/api/executions/recent?limit=${PAGE_SIZE}${query}`);
+    const page = await api('GET', `/api/executions/recent?results=false&limit=${PAGE_SIZE}${query}`);
     state.historyLoaded = true;
     state.historyDone = page.length < PAGE_SIZE;
     addHistoryRows(page, { page: true });
@@ -121,7 +121,7 @@ async function loadHistoryPage(beforeId) {
 /** After the tab was hidden: take in runs that started (and maybe ended) meanwhile. */
 export async function loadHistoryHead() {
   try {
-    addHistoryRows(await api('GET', `/api/executions/recent?limit=${PAGE_SIZE}`));
+    addHistoryRows(await api('GET', `/api/executions/recent?results=false&limit=${PAGE_SIZE}`));
   } catch {
     // the live indicator already says the server is unreachable
   }
