@@ -66,6 +66,25 @@ def prefect_services_env(*, automations: bool = False) -> dict[str, str]:
     return {name: value for name, value in wanted.items() if name not in os.environ}
 
 
+def alerts_exist(database_url_asyncpg: str) -> bool:
+    """Whether the Prefect database holds a taskflows alert (deployments/alerts.py): then
+    the server starts with the triggers and actions services that deliver it. False when
+    the database is new or cannot be read: the server starts lean."""
+    import psycopg
+
+    url = database_url_asyncpg.replace("postgresql+asyncpg://", "postgresql://", 1)
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            row = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM automation_related_resource"
+                " WHERE resource_id LIKE %s)",
+                ("taskflows.task-flow.%",),
+            ).fetchone()
+    except psycopg.Error:
+        return False
+    return bool(row and row[0])
+
+
 def redis_messaging_env(redis_url: str) -> dict[str, str]:
     """Prefect's Redis messaging, ordering and lease storage (`prefect-redis`): what lets the
     API and the background services run in separate processes, or on separate machines."""
@@ -128,7 +147,8 @@ def start_prefect_server(
     env = {
         **prefect_env(api_url, home=home),
         **prefect_housekeeping_env(get_settings().prefect_retention_days),
-        **prefect_services_env(),
+        # Alerts are automations: their services run when an alert exists.
+        **prefect_services_env(automations=alerts_exist(database_url_asyncpg)),
         "PREFECT_API_DATABASE_CONNECTION_URL": database_url_asyncpg,
         "PREFECT_API_DATABASE_MIGRATE_ON_START": "true",
         "PREFECT_UI_API_URL": api_url,

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from api.deps import PrefectDep, SettingsDep, TaskFlowStoreDep
 from api.params import FlowId, error_responses
 from api.schemas import AlertIn, AlertOut, Deleted
-from deployments.alerts import Alert, read_alert, remove_alert, set_alert
+from deployments.alerts import Alert, delivery_note, read_alert, remove_alert, set_alert
 from deployments.sync import sync_deployment
 from flows.errors import NotFoundError
 from flows.prefect_links import automation_url
@@ -22,8 +22,11 @@ from flows.task_flow_store import TaskFlow
 router = APIRouter(tags=["alerts"], responses=error_responses(401, 404, 422, 503))
 
 
-def to_alert_out(task_flow: TaskFlow, alert: Alert, settings: Settings) -> AlertOut:
+def to_alert_out(
+    task_flow: TaskFlow, alert: Alert, settings: Settings, note: str | None = None
+) -> AlertOut:
     return AlertOut(
+        note=note,
         flow_id=task_flow.id,
         call_name=task_flow.call_name,
         webhook_url=alert.webhook_url,
@@ -44,7 +47,7 @@ async def read_task_flow_alert(
     alert = await read_alert(prefect, flow_id)
     if alert is None:
         raise NotFoundError(f"Task flow {flow_id} has no alert; PUT one to create it.")
-    return to_alert_out(task_flow, alert, settings)
+    return to_alert_out(task_flow, alert, settings, await delivery_note(prefect))
 
 
 @router.put("/api/task_flows/{flow_id}/alerts")
@@ -71,7 +74,7 @@ async def set_task_flow_alert(
         page_url=str(request.base_url),
         prefect_ui_url=settings.resolved_prefect_ui_url(),
     )
-    return to_alert_out(task_flow, alert, settings)
+    return to_alert_out(task_flow, alert, settings, await delivery_note(prefect))
 
 
 @router.delete("/api/task_flows/{flow_id}/alerts")
