@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import statistics
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
