@@ -8,14 +8,12 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from cli._api import ApiClient, ApiError
 from cli._output import (
     console,
     exit_with_error,
-    exit_with_success,
-    find_task_flow,
     reports_api_errors,
 )
+from cli._per_flow import set_show_or_clear
 
 
 @reports_api_errors
@@ -39,24 +37,18 @@ def alert(
     """
     if clear and webhook_url is not None:
         exit_with_error("Give either a WEBHOOK_URL or --clear, not both.")
-    with ApiClient() as api:
-        task_flow = find_task_flow(api, name)
-        url = f"/api/task_flows/{task_flow['id']}/alerts"
-        if clear:
-            api.delete(url)
-            exit_with_success(f"{task_flow['call_name']!r} no longer sends alerts.")
-        if webhook_url is None:
-            try:
-                current = api.get(url)
-            except ApiError as exc:
-                if exc.status != 404:
-                    raise
-                exit_with_success(f"{task_flow['call_name']!r} has no alert.")
-            _show(current)
-            return
-        events = [event.strip() for event in on.split(",") if event.strip()]
-        body = {"webhook_url": webhook_url, "on": events, "enabled": not disable}
-        _show(api.put(url, body))
+    events = [event.strip() for event in on.split(",") if event.strip()]
+    set_show_or_clear(
+        name,
+        "alerts",
+        body=None
+        if webhook_url is None
+        else {"webhook_url": webhook_url, "on": events, "enabled": not disable},
+        clear=clear,
+        show=_show,
+        cleared="{name} no longer sends alerts.",
+        missing="{name} has no alert.",
+    )
 
 
 def _show(current: dict[str, Any]) -> None:

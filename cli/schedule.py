@@ -8,15 +8,13 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from cli._api import ApiClient, ApiError
 from cli._output import (
     console,
     exit_with_error,
-    exit_with_success,
-    find_task_flow,
     reports_api_errors,
     schedule_time,
 )
+from cli._per_flow import set_show_or_clear
 
 
 @reports_api_errors
@@ -40,23 +38,15 @@ def schedule(
     """
     if clear and cron is not None:
         exit_with_error("Give either a CRON expression or --clear, not both.")
-    with ApiClient() as api:
-        task_flow = find_task_flow(api, name)
-        url = f"/api/task_flows/{task_flow['id']}/schedule"
-        if clear:
-            api.delete(url)
-            exit_with_success(f"{task_flow['call_name']!r} is no longer scheduled.")
-        if cron is None:
-            try:
-                current = api.get(url)
-            except ApiError as exc:
-                if exc.status != 404:
-                    raise
-                exit_with_success(f"{task_flow['call_name']!r} has no schedule.")
-            _show(current)
-            return
-        body = {"cron": cron, "timezone": timezone, "enabled": not disable}
-        _show(api.put(url, body))
+    set_show_or_clear(
+        name,
+        "schedule",
+        body=None if cron is None else {"cron": cron, "timezone": timezone, "enabled": not disable},
+        clear=clear,
+        show=_show,
+        cleared="{name} is no longer scheduled.",
+        missing="{name} has no schedule.",
+    )
 
 
 def _show(current: dict[str, Any]) -> None:
