@@ -16,6 +16,7 @@ object per row in between.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -101,6 +102,20 @@ _SUMMARY_OBJECT = f"""
             (SELECT execution_result_preview(r.item, %(preview)s) FROM execution_results AS r
              WHERE r.execution_id = e.id ORDER BY r.prompt_index DESC, r.id DESC LIMIT 1))
 """
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryRow:
+    """An execution's summary as the live view sends it (`api.live.ExecutionSummary`),
+    encoded by PostgreSQL, with the fields the live feed itself reads."""
+
+    id: int
+    status: str
+    results_count: int
+    json: str
+
+
+_as_summary_row = class_row(SummaryRow)
 
 
 class ExecutionStore:
@@ -320,6 +335,33 @@ class ExecutionStore:
         )
         assert body is not None
         return body
+
+    async def summaries(
+        self, ids: Iterable[int], *, with_active: bool, prefect_ui_url: str
+    ) -> list[SummaryRow]:
+        """The summaries of the executions `ids` (and of every active one with
+        `with_active`), oldest first: what the live stream sends. One query for any number."""
+        async with self._pool.connection() as conn:
+            cursor = conn.cursor(row_factory=_as_summary_row)
+            await cursor.execute(
+                f"""
+                SELECT e.id, e.status,
+                       (SELECT count(*) FROM execution_results AS r
+                        WHERE r.execution_id = e.id)::int AS results_count,
+                       {_SUMMARY_OBJECT}::text AS json
+                FROM flow_executions AS e
+                WHERE e.id = ANY(%(ids)s)
+                   OR (%(with_active)s AND e.status IN ('queued', 'running'))
+                ORDER BY e.id
+                """,
+                {
+                    "ids": sorted(set(ids)),
+                    "with_active": with_active,
+                    "ui": prefect_ui_url,
+                    "preview": PREVIEW_CHARS,
+                },
+            )
+            return await cursor.fetchall()
 
     async def execution_json(
         self, execution_id: int, *, prefect_ui_url: str

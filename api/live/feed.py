@@ -38,10 +38,10 @@ import psycopg
 from api.live import sse
 from api.live.partials import PartialTexts, parse_piece
 from api.live.shutdown import on_shutdown_signal
-from api.live.summary import read_summary_rows, summaries_json, summary_json
+from api.live.summary import summaries_json
 from flows.channels import EXECUTION_CHANGES, PARTIAL_OUTPUT
 from flows.database import Pool
-from flows.execution_store import ACTIVE_STATUSES
+from flows.execution_store import ACTIVE_STATUSES, ExecutionStore, SummaryRow
 from flows.retrying import Backoff
 
 logger = logging.getLogger("taskflows.api.live")
@@ -139,8 +139,8 @@ class ExecutionFeed:
     async def snapshot(self, ids: Iterable[int] = (), *, with_active: bool = True) -> str:
         """The data of a `snapshot` event, read now: the summaries of the executions `ids`
         and (with `with_active`) of every active one. For clients that cannot stream."""
-        rows = await read_summary_rows(self.pool, ids, with_active=with_active)
-        return summaries_json(self._encode(row) for row in rows)
+        rows = await self._summaries(ids, with_active=with_active)
+        return summaries_json(row.json for row in rows)
 
     def unsubscribe(self, subscription: Subscription) -> None:
         subscription.ended = True
@@ -258,17 +258,22 @@ class ExecutionFeed:
             # No await from here on: the fan-out cannot be interleaved with anything.
             self._fan_out(rows, changed, pending)
 
-    async def _read(self, changed: set[int], pending: list[Subscription]) -> list[dict[str, Any]]:
+    async def _read(self, changed: set[int], pending: list[Subscription]) -> list[SummaryRow]:
         ids = set(changed)
         for subscription in pending:
             ids |= subscription.ids
-        return await read_summary_rows(self.pool, ids, with_active=bool(pending))
+        return await self._summaries(ids, with_active=bool(pending))
+
+    async def _summaries(self, ids: Iterable[int], *, with_active: bool) -> list[SummaryRow]:
+        return await ExecutionStore(self.pool).summaries(
+            ids, with_active=with_active, prefect_ui_url=self.prefect_ui_url
+        )
 
     def _fan_out(
-        self, rows: list[dict[str, Any]], changed: set[int], pending: list[Subscription]
+        self, rows: list[SummaryRow], changed: set[int], pending: list[Subscription]
     ) -> None:
         self._partials.forget_finished(rows)
-        encoded = {row["id"]: self._encode(row) for row in rows}
+        encoded = {row.id: row.json for row in rows}
         changes = b"".join(
             self._message("execution", encoded[execution_id])
             for execution_id in sorted(changed)
@@ -281,9 +286,9 @@ class ExecutionFeed:
             if subscription.ended:
                 continue
             shown = [
-                row["id"]
+                row.id
                 for row in rows
-                if row["status"] in ACTIVE_STATUSES or row["id"] in subscription.ids
+                if row.status in ACTIVE_STATUSES or row.id in subscription.ids
             ]
             snapshot = summaries_json(encoded[execution_id] for execution_id in shown)
             self._subscribers.add(subscription)
@@ -295,9 +300,6 @@ class ExecutionFeed:
                 )
                 if replay:
                     self._offer(subscription, replay)
-
-    def _encode(self, row: dict[str, Any]) -> str:
-        return summary_json(row, prefect_ui_url=self.prefect_ui_url)
 
     def _message(self, event: str, data: str) -> bytes:
         return sse.message(self._event_ids.next(), event, data)

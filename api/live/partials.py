@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from flows.execution_store import ACTIVE_STATUSES
+from flows.execution_store import ACTIVE_STATUSES, SummaryRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,14 +73,14 @@ class PartialTexts:
         entry = self._texts.get(execution_id)
         return asdict(entry) if entry is not None else None
 
-    def forget_finished(self, rows: Iterable[dict[str, Any]]) -> None:
+    def forget_finished(self, rows: Iterable[SummaryRow]) -> None:
         """Drop the text of prompts whose result reached the row (or whose run ended)."""
         for row in rows:
-            entry = self._texts.get(row["id"])
+            entry = self._texts.get(row.id)
             if entry is not None and (
-                row["status"] not in ACTIVE_STATUSES or row["results_count"] > entry.index
+                row.status not in ACTIVE_STATUSES or row.results_count > entry.index
             ):
-                del self._texts[row["id"]]
+                del self._texts[row.id]
 
     def replay(self, execution_ids: Iterable[int]) -> Iterator[Piece]:
         """One piece per prompt in flight with all its text so far, for a new client."""
