@@ -442,11 +442,12 @@ class ExecutionStore:
 
         The result is a row of its own (the write costs the same whatever came before);
         the execution's index and `updated_at` move in the same transaction, and its
-        trigger's NOTIFY goes out when both are visible. After prompt k succeeds the index
-        is k+1; a failed prompt leaves it at k (the prompt that failed). Returns False when
+        trigger's NOTIFY goes out when both are visible. After prompt k is attempted the
+        index is k+1, whether it succeeded or failed (the prompts attempted, as the old
+        runner counted them); what succeeded is read from the results. Returns False when
         the execution is no longer running.
         """
-        next_index = prompt_index + 1 if prompt_result.get("success") else prompt_index
+        next_index = prompt_index + 1
         # Repeating this write (after a lost connection) must not store the result twice:
         # the same prompt attempt is recognised by its index and start time.
         rowcount = await self._write(

@@ -64,7 +64,8 @@ def test_failing_prompt_fails_the_execution_and_later_prompts_are_never_sent(
 
     assert execution["status"] == "failed"
     assert "HTTP 400" in execution["error"] and "Prompt 2 of 3" in execution["error"]
-    assert execution["current_prompt_index"] == 1
+    # The prompts attempted, the failed one included (as the old runner counted).
+    assert execution["current_prompt_index"] == 2
     first, second = execution["prompt_results"]
     assert first["success"] is True
     assert second["success"] is False and "HTTP 400" in second["error"]
