@@ -31,7 +31,9 @@ from api.routes import (
     executions,
     health,
     memories,
+    old_ui,
     runs,
+    scheduled_prompts,
     schedules,
     session,
     stream,
@@ -93,7 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cors_origins=settings.cors_origins,
         local_clients_only=settings.api_token is None and not settings.allow_no_token,
     )
-    # stream before executions: /api/executions/{execution_id} would match its path.
+    # stream and old_ui before executions: /api/executions/{execution_id} would match them.
     for module in (
         task_flows,
         runs,
@@ -101,10 +103,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         alerts,
         memories,
         stream,
+        old_ui,
         executions,
         control,
         agents,
         health,
+        scheduled_prompts,
     ):
         app.include_router(module.router)
     app.include_router(session.router)

@@ -175,7 +175,7 @@ class ExecutionCore(BaseModel):
     """The fields of an execution that every view of it carries (the API and the stream)."""
 
     id: int
-    flow_id: int
+    flow_id: int | None = Field(description="The task flow; null for a scheduled prompt's run")
     status: str = Field(description="queued, running, completed, failed or cancelled")
     current_prompt_index: int = Field(description="0-based index of the prompt being run")
     total_prompts: int
@@ -187,6 +187,9 @@ class ExecutionCore(BaseModel):
     agent: str
     trigger: str
     retry_of: int | None
+    scheduled_prompt_id: int | None = Field(
+        default=None, description="The scheduled prompt this run sent, if it was one"
+    )
     attempts: int = Field(default=0, description="How many times this execution was started")
     worker_name: str | None = Field(default=None, description="The worker running it")
     queued_at: datetime
@@ -231,16 +234,17 @@ class Deleted(BaseModel):
     id: int
 
 
-class AgentOut(BaseModel):
-    id: str
-
-
 class AgentsOut(BaseModel):
-    agents: list[AgentOut]
-    default: str
+    """The agent names as strings (the old system's shape) and the default agent."""
+
+    agents: list[str] = Field(description="Agent names, as `GET /v1/models` lists them")
+    default: str = Field(description="The agent a task flow gets when it names none")
 
 
 class HealthOut(BaseModel):
+    status: Literal["ok", "degraded"] = Field(
+        description='"ok" when everything a run needs is ready (the old system\'s key)'
+    )
     ok: bool
     database: str
     prefect: str

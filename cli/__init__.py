@@ -9,6 +9,7 @@ failure prints the API's sentence in red and exits 1, never a traceback::
     taskflows run daily-report --follow
     taskflows schedule daily-report "0 9 * * 1-5" --timezone Europe/Berlin
     taskflows alert daily-report https://hooks.example/taskflows --on failed,late
+    taskflows agents
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import typer
 
 from cli import executions, flows
+from cli.agents import agents
 from cli.alerts import alert
 from cli.run import run
 from cli.schedule import schedule
@@ -37,5 +39,6 @@ app.command("run")(run)
 app.add_typer(executions.app, name="executions")
 app.command("schedule")(schedule)
 app.command("alert")(alert)
+app.command("agents")(agents)
 
 __all__ = ["app"]

@@ -208,6 +208,8 @@ async def sync_all(prefect: PrefectClient, task_flows: TaskFlowStore) -> dict[st
     for deployment in deployments:
         if deployment.id in replaced:
             continue
+        if "scheduled_prompt_id" in deployment.parameters:
+            continue  # a scheduled prompt's: deployments/scheduled_prompts.py keeps those
         flow_id = deployment.parameters.get("flow_id")
         owner = await task_flows.find_task_flow(flow_id) if isinstance(flow_id, int) else None
         if owner is None or owner.deployment_id not in (None, deployment.id):

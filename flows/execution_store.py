@@ -40,7 +40,7 @@ class Execution:
     """One row of `flow_executions` (its results are read apart: `list_results`)."""
 
     id: int
-    flow_id: int
+    flow_id: int | None  # None: a scheduled prompt's run (see scheduled_prompt_id)
     status: str
     current_prompt_index: int
     total_prompts: int
@@ -59,6 +59,7 @@ class Execution:
     attempts: int
     queued_at: datetime
     updated_at: datetime
+    scheduled_prompt_id: int | None
 
     @property
     def ended(self) -> bool:
@@ -79,6 +80,7 @@ _EXECUTION_FIELDS = """
     'flow_run_id', e.flow_run_id, 'call_name', e.call_name, 'agent', e.agent,
     'trigger', e.trigger, 'retry_of', e.retry_of, 'attempts', e.attempts,
     'worker_name', e.worker_name, 'queued_at', e.queued_at, 'updated_at', e.updated_at,
+    'scheduled_prompt_id', e.scheduled_prompt_id,
     'prefect_url', %(ui)s::text || '/runs/flow-run/' || e.flow_run_id
 """
 # (`prefect_url` is `flows.prefect_links.flow_run_url`, written in SQL.)
@@ -163,7 +165,7 @@ class ExecutionStore:
     async def create_execution(
         self,
         *,
-        flow_id: int,
+        flow_id: int | None,
         call_name: str,
         agent: str,
         prompts: list[str],
@@ -172,6 +174,7 @@ class ExecutionStore:
         flow_run_id: UUID | None = None,
         retry_of: int | None = None,
         idempotency_key: str | None = None,
+        scheduled_prompt_id: int | None = None,
     ) -> tuple[Execution, bool]:
         """Start tracking a run; return `(execution, created)`.
 
@@ -194,12 +197,14 @@ class ExecutionStore:
                 f"""
                 INSERT INTO flow_executions
                     (flow_id, status, total_prompts, call_name, agent, prompts, trigger,
-                     flow_run_id, retry_of, idempotency_key, current_prompt_index)
+                     flow_run_id, retry_of, idempotency_key, current_prompt_index,
+                     scheduled_prompt_id)
                 VALUES (%(flow_id)s, %(status)s, %(total)s, %(call_name)s, %(agent)s,
                         %(prompts)s, %(trigger)s, %(flow_run_id)s, %(retry_of)s,
                         %(key)s,
                         (SELECT count(*) FROM execution_results
-                         WHERE execution_id = %(retry_of)s AND success))
+                         WHERE execution_id = %(retry_of)s AND success),
+                        %(scheduled_prompt_id)s)
                 ON CONFLICT (flow_id, idempotency_key) WHERE idempotency_key IS NOT NULL
                 DO NOTHING
                 RETURNING {_COLUMNS}
@@ -215,6 +220,7 @@ class ExecutionStore:
                     "flow_run_id": flow_run_id,
                     "retry_of": retry_of,
                     "key": idempotency_key,
+                    "scheduled_prompt_id": scheduled_prompt_id,
                 },
             )
             created = await cursor.fetchone()
@@ -362,6 +368,28 @@ class ExecutionStore:
                 },
             )
             return await cursor.fetchall()
+
+    async def refresh_json(self, *, prefect_ui_url: str, recent: int = 20) -> bytes:
+        """`GET /api/executions/refresh` (the old UI's poll): `{"active": [...], "recent":
+        [...]}`, the active executions oldest first and the `recent` newest others, full.
+        One statement, so one snapshot: no execution is in both lists or in neither."""
+        body = await self._json(
+            f"""
+            SELECT json_build_object(
+                'active', (SELECT COALESCE(json_agg({_FULL_OBJECT} ORDER BY e.id), '[]'::json)
+                           FROM flow_executions AS e
+                           WHERE e.status IN ('queued', 'running')),
+                'recent', (SELECT COALESCE(json_agg({_FULL_OBJECT} ORDER BY e.id DESC),
+                                           '[]'::json)
+                           FROM (SELECT {_COLUMNS} FROM flow_executions
+                                 WHERE status NOT IN ('queued', 'running')
+                                 ORDER BY id DESC LIMIT %(limit)s) AS e)
+            )::text
+            """,
+            {"ui": prefect_ui_url, "limit": recent},
+        )
+        assert body is not None
+        return body
 
     async def execution_json(
         self, execution_id: int, *, prefect_ui_url: str

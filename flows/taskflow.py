@@ -32,6 +32,7 @@ from flows.errors import AgentError
 from flows.execution_store import Execution
 from flows.partials import PartialPublisher
 from flows.runtime import Runtime, get_runtime
+from flows.scheduled_prompt_store import ScheduledPromptStore
 from flows.settings import get_settings
 
 FLOW_NAME = "taskflow"
@@ -39,6 +40,11 @@ FLOW_NAME = "taskflow"
 
 def flow_run_name(call_name: str, execution_id: int) -> str:
     return f"{call_name} #{execution_id}"
+
+
+def scheduled_prompt_name(scheduled_prompt_id: int) -> str:
+    """The `call_name` of a scheduled prompt's executions (it has no task flow)."""
+    return f"scheduled prompt {scheduled_prompt_id}"
 
 
 def _now() -> datetime:
@@ -172,7 +178,11 @@ def _trigger_of(flow_run: FlowRun) -> str:
 
 
 async def _execution_for(
-    runtime: Runtime, flow_id: int, execution_id: int | None, flow_run: FlowRun
+    runtime: Runtime,
+    flow_id: int | None,
+    execution_id: int | None,
+    flow_run: FlowRun,
+    scheduled_prompt_id: int | None = None,
 ) -> Execution:
     """The execution this flow run fills: the one it was given, or a new one of its own."""
     if execution_id is not None:
@@ -183,19 +193,29 @@ async def _execution_for(
     existing = await runtime.executions.get_execution_by_flow_run(flow_run.id)
     if existing is not None:  # Prefect retried a run that had already created its row
         return existing
-    task_flow = await runtime.task_flows.get_task_flow(flow_id)
+    if scheduled_prompt_id is not None:  # one prompt, run like a task flow of one
+        scheduled = await ScheduledPromptStore(runtime.pool).get_scheduled_prompt(
+            scheduled_prompt_id
+        )
+        call_name, agent = scheduled_prompt_name(scheduled_prompt_id), scheduled["agent"]
+        prompts = [scheduled["prompt"]]
+    elif flow_id is not None:
+        task_flow = await runtime.task_flows.get_task_flow(flow_id)
+        call_name, agent = task_flow.call_name, task_flow.agent
+        prompts = list(task_flow.prompts)
+    else:
+        raise ValueError("A run needs a flow_id or a scheduled_prompt_id parameter.")
     execution, _ = await runtime.executions.create_execution(
-        flow_id=flow_id,
-        call_name=task_flow.call_name,
-        agent=task_flow.agent,
-        prompts=list(task_flow.prompts),
+        flow_id=flow_id if scheduled_prompt_id is None else None,
+        call_name=call_name,
+        agent=agent,
+        prompts=prompts,
         trigger=_trigger_of(flow_run),
         flow_run_id=flow_run.id,
+        scheduled_prompt_id=scheduled_prompt_id,
     )
     async with get_client() as client:
-        await client.update_flow_run(
-            flow_run.id, name=flow_run_name(task_flow.call_name, execution.id)
-        )
+        await client.update_flow_run(flow_run.id, name=flow_run_name(call_name, execution.id))
     return execution
 
 
@@ -233,24 +253,35 @@ async def _on_failure(flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]
     on_cancellation=[_on_cancellation],
     on_crashed=[_on_crashed],
 )
-async def run_task_flow(flow_id: int, execution_id: int | None = None) -> Any:
-    """Run task flow `flow_id`, filling execution `execution_id` (or a new one)."""
+async def run_task_flow(
+    flow_id: int | None = None,
+    execution_id: int | None = None,
+    scheduled_prompt_id: int | None = None,
+) -> Any:
+    """Run task flow `flow_id`, filling execution `execution_id` (or a new one); or, with
+    `scheduled_prompt_id`, that scheduled prompt's one prompt (deployments/scheduled_prompts.py)."""
     context = FlowRunContext.get()
     assert context is not None and context.flow_run is not None
     flow_run = context.flow_run
     run = run_control.track(flow_run.id)
     try:
-        return await _run(flow_id, execution_id, flow_run, run)
+        return await _run(flow_id, execution_id, flow_run, run, scheduled_prompt_id)
     finally:
         run_control.forget(flow_run.id)
 
 
 async def _run(
-    flow_id: int, execution_id: int | None, flow_run: FlowRun, run: run_control.InFlightRun
+    flow_id: int | None,
+    execution_id: int | None,
+    flow_run: FlowRun,
+    run: run_control.InFlightRun,
+    scheduled_prompt_id: int | None = None,
 ) -> Any:
     logger = get_run_logger()
     runtime = await get_runtime()
-    execution = await _execution_for(runtime, flow_id, execution_id, flow_run)
+    execution = await _execution_for(
+        runtime, flow_id, execution_id, flow_run, scheduled_prompt_id
+    )
     run.execution_id = execution.id
     # Only Prefect's "Retry" (a second run of this flow run) may reopen an ended execution.
     may_resume = flow_run.run_count > 1

@@ -46,10 +46,12 @@ from prefect.states import Cancelled, Pending
 from prefect.utilities.engine import propose_state
 
 from deployments.prefect_flows import FlowsByRun
+from deployments.scheduled_prompts import sync_all_scheduled_prompts
 from deployments.sync import ensure_work_pool, sync_all
 from flows import run_control
 from flows.channels import EXECUTION_CHANGES, WORKER_WAKEUP
 from flows.runtime import close_runtime, get_runtime
+from flows.scheduled_prompt_store import ScheduledPromptStore
 from flows.settings import Settings, get_settings
 from flows.task_flow_store import TaskFlowStore
 from worker import engine_patches
@@ -136,6 +138,8 @@ class Worker:
         try:
             summary = await sync_all(self.client, TaskFlowStore(pool))
             logger.info("Deployments in sync: %s", summary)
+            summary = await sync_all_scheduled_prompts(self.client, ScheduledPromptStore(pool))
+            logger.info("Scheduled prompts in sync: %s", summary)
         except Exception:
             logger.exception("Could not sync deployments at start-up; will run anyway")
 

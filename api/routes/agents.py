@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException
 
 from api.deps import AgentHttpDep, SettingsDep
 from api.params import error_responses
-from api.schemas import AgentOut, AgentsOut
+from api.schemas import AgentsOut
 
 router = APIRouter(tags=["agents"], responses=error_responses(502, 503))
 
@@ -25,7 +25,8 @@ def shown_url(url: str) -> str:
 
 @router.get("/api/agents")
 async def list_agents(http: AgentHttpDep, settings: SettingsDep) -> AgentsOut:
-    """The agent names (`data[].id` of `/v1/models`) and the default one."""
+    """The agent names (`data[].id` of `/v1/models`), as plain strings like the old system
+    answered, and the default one."""
     where = shown_url(settings.resolved_agent_url())
     try:
         response = await http.get("/v1/models")
@@ -46,4 +47,4 @@ async def list_agents(http: AgentHttpDep, settings: SettingsDep) -> AgentsOut:
         raise HTTPException(
             502, f"The agent at {where} did not answer GET /v1/models with a model list."
         ) from None
-    return AgentsOut(agents=[AgentOut(id=name) for name in names], default=settings.default_agent)
+    return AgentsOut(agents=names, default=settings.default_agent)

@@ -58,6 +58,7 @@ async def retry(
     )
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
+    assert retried.flow_id is not None  # retry_execution refuses runs of no task flow
     return RetryOut(
         execution_id=retried.id,
         flow_id=retried.flow_id,

@@ -1,8 +1,9 @@
 """`GET /healthz`: is everything a run needs ready? The database, Prefect, a worker.
 
 200 only when all three are; otherwise 503 with the same keys, each saying "ok" or what
-is wrong. Every check is bounded, so a hung dependency makes the answer "not ready" in
-about two seconds instead of hanging the probe.
+is wrong, and `status` ("ok" or "degraded", the key the old system's UI reads). Every
+check is bounded, so a hung dependency makes the answer "not ready" in about two seconds
+instead of hanging the probe.
 """
 
 from __future__ import annotations
@@ -66,5 +67,8 @@ async def health(pool: PoolDep, prefect: PrefectDep, settings: SettingsDep) -> J
         _bounded(prefect_api(), "the Prefect API", "the Prefect API is unreachable"),
         _bounded(worker(), "the Prefect API", "unknown: the Prefect API could not be asked"),
     )
-    report = HealthOut(ok=(db, api, wk) == (OK, OK, OK), database=db, prefect=api, worker=wk)
+    ready = (db, api, wk) == (OK, OK, OK)
+    report = HealthOut(
+        status="ok" if ready else "degraded", ok=ready, database=db, prefect=api, worker=wk
+    )
     return JSONResponse(report.model_dump(), status_code=200 if report.ok else 503)

@@ -55,7 +55,7 @@ async def run_task_flow(
         response.headers["Idempotent-Replayed"] = "true"
     return RunOut(
         execution_id=execution.id,
-        flow_id=execution.flow_id,
+        flow_id=task_flow.id,
         flow_run_id=execution.flow_run_id,
         status=execution.status,
     )

@@ -13,7 +13,7 @@ const promptList = () => $('#flow-prompts');
 export async function loadAgents() {
   try {
     const answer = await api('GET', '/api/agents');
-    state.agents = answer.agents.map((agent) => agent.id);
+    state.agents = answer.agents;
     state.defaultAgent = answer.default;
     state.agentsError = null;
   } catch (error) {
