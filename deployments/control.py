@@ -82,6 +82,11 @@ async def retry_execution(
             f"Execution {execution.id} is {execution.status}; only failed or "
             "cancelled executions can be retried."
         )
+    if execution["flow_id"] is None:  # a scheduled prompt's run: it has no task flow
+        raise ConflictError(
+            f"Execution {execution['id']} ran a scheduled prompt, which runs again at its "
+            "next time; to repeat this run now, use Retry on its flow run in the Prefect UI."
+        )
     task_flows = TaskFlowStore(pool)
     task_flow = await task_flows.find_task_flow(execution.flow_id)
     if task_flow is None:

@@ -170,3 +170,23 @@ def test_cli_lists_agent_names_with_the_default(system: System):
     result = CliRunner().invoke(cli_app, ["agents"], env=env)
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == ["default  (default)", "demo-echo"]
+
+
+def test_retrying_a_scheduled_prompts_run_says_where_to_retry_it(
+    api: httpx.Client, db: psycopg.Connection[Any]
+):
+    row = db.execute(
+        """
+        INSERT INTO flow_executions (flow_id, status, total_prompts, call_name, agent, prompts,
+                                     trigger, error, scheduled_prompt_id)
+        VALUES (NULL, 'failed', 1, 'scheduled prompt 99', 'default', '["Hello"]', 'schedule',
+                'Prompt 1 of 1 failed: boom', 99)
+        RETURNING id
+        """
+    ).fetchone()
+    assert row is not None
+    response = api.post(f"/api/executions/{row['id']}/retry")
+    assert response.status_code == 409
+    assert "ran a scheduled prompt" in response.json()["error"]
+    shown = api.get(f"/api/executions/{row['id']}").json()
+    assert shown["flow_id"] is None and shown["scheduled_prompt_id"] == 99

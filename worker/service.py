@@ -138,10 +138,13 @@ class Worker:
         try:
             summary = await sync_all(self.client, TaskFlowStore(pool))
             logger.info("Deployments in sync: %s", summary)
+        except Exception:
+            logger.exception("Could not sync deployments at start-up; will run anyway")
+        try:  # rows of a database taken over from the old system get their schedules here
             summary = await sync_all_scheduled_prompts(self.client, ScheduledPromptStore(pool))
             logger.info("Scheduled prompts in sync: %s", summary)
         except Exception:
-            logger.exception("Could not sync deployments at start-up; will run anyway")
+            logger.exception("Could not sync scheduled prompts at start-up; will run anyway")
 
     async def _every(self, period: float, action: Any) -> None:
         while not self._stopping.is_set():
