@@ -82,9 +82,9 @@ async def retry_execution(
             f"Execution {execution.id} is {execution.status}; only failed or "
             "cancelled executions can be retried."
         )
-    if execution["flow_id"] is None:  # a scheduled prompt's run: it has no task flow
+    if execution.flow_id is None:  # a scheduled prompt's run: it has no task flow
         raise ConflictError(
-            f"Execution {execution['id']} ran a scheduled prompt, which runs again at its "
+            f"Execution {execution.id} ran a scheduled prompt, which runs again at its "
             "next time; to repeat this run now, use Retry on its flow run in the Prefect UI."
         )
     task_flows = TaskFlowStore(pool)
