@@ -169,13 +169,18 @@ def test_an_old_database_is_adopted_in_place_and_served(
     old_database: tuple[str, dict[str, int], str], system: System
 ) -> None:
     url, ids, results_type = old_database
-    schedules_before = _rows(url, "SELECT * FROM scheduled_prompts")
+    # The old columns and rows stay as they were (010 adds timezone and deployment_id).
+    old_schedules = (
+        "SELECT id, time_of_day, days_of_week, prompt, agent, enabled, created_at, updated_at"
+        " FROM scheduled_prompts ORDER BY id"
+    )
+    schedules_before = _rows(url, old_schedules)
 
     applied = asyncio.run(apply_migrations(url))
     assert applied[0] == "000_adopt_old_install.sql" and "003_results_table.sql" in applied
     assert asyncio.run(apply_migrations(url)) == []  # once only
 
-    assert _rows(url, "SELECT * FROM scheduled_prompts") == schedules_before
+    assert _rows(url, old_schedules) == schedules_before
     foreign_keys = _rows(
         url,
         "SELECT conname FROM pg_constraint WHERE contype = 'f'"
