@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from tests.fake_agent import free_port
+from stack.ports import free_port
 
 PREFIX = "/api/automation_memory"
 # Hop-by-hop and length headers are the proxy's own business, as in any reverse proxy.

@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 
 from cli import app as cli_app
 from stack.demo_agent import DemoAgent
-from stack.embedded_postgres import EmbeddedPostgres
 from tests.conftest import System, wait_for_execution
 
 
@@ -114,13 +113,11 @@ def test_rows_left_by_the_old_system_get_live_schedules_when_a_worker_starts(
     assert prefect_api.get(f"/deployments/{deployment_id}").status_code == 404
 
 
-def test_the_migration_keeps_an_old_table_with_text_days(
-    postgres_server: tuple[str, EmbeddedPostgres | None],
-):
+def test_the_migration_keeps_an_old_table_with_text_days(system: System):
     """The old system's own schema.sql stored days_of_week as TEXT: its rows survive."""
     from flows.database import apply_migrations
 
-    admin_url, _ = postgres_server
+    admin_url = system.admin_url
     name = f"taskflows_oldsched_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
