@@ -25,7 +25,9 @@ from stack.ports import free_port
 
 PREFIX = "/api/automation_memory"
 # Hop-by-hop and length headers are the proxy's own business, as in any reverse proxy.
-_NOT_FORWARDED = {"host", "content-length", "connection", "transfer-encoding"}
+# Host goes through unchanged, as Caddy's reverse_proxy passes it: taskflows sees the hub's
+# name (which must be a name it serves) and the browser's writes as same-origin.
+_NOT_FORWARDED = {"content-length", "connection", "transfer-encoding"}
 
 
 def create_hub(ui_dist: Path, backend_url: str, backend_port: int) -> Starlette:
