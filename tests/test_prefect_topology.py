@@ -44,13 +44,18 @@ def test_unused_prefect_services_are_off_unless_asked_for(
     prefect_api: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ):
     settings = prefect_api.get("/admin/settings").json()["server"]["services"]
-    assert settings["triggers"]["enabled"] is False  # automations: triggers and actions
     assert settings["pause_expirations"]["enabled"] is False
+    # The test session sets PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED (the alerts tests need
+    # automations): a variable the user set wins over our default.
+    assert settings["triggers"]["enabled"] is True
     # What taskflows relies on keeps running.
     for service in ("scheduler", "task_run_recorder", "event_persister", "late_runs"):
         assert settings[service]["enabled"] is True, service
 
-    # One switch brings automations back; a variable the user set wins over ours.
+    # Without the user's variable, automations are off by default and one switch brings
+    # them back.
+    monkeypatch.delenv("PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED", raising=False)
+    assert prefect_services_env()["PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED"] == "false"
     assert "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED" not in prefect_services_env(automations=True)
     monkeypatch.setenv("PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED", "true")
     assert "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED" not in prefect_services_env()
