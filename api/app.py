@@ -23,6 +23,7 @@ from api.cors import JsonCORSMiddleware
 from api.deps import TOKEN_FREE_PATHS, require_token
 from api.errors import MAX_BODY_BYTES, install_error_handlers
 from api.host_origin import HostOriginGuard, served_host_names
+from api.hot_reads import HotReads
 from api.resources import open_resources
 from api.routes import (
     agents,
@@ -79,6 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.stream_limiter = StreamLimiter(
         max_streams=settings.max_streams, send_timeout_s=settings.stream_send_timeout_s
     )
+    # Innermost: the hot reads are answered after every check below has passed.
+    app.add_middleware(HotReads)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     if settings.cors_origins:
         app.add_middleware(

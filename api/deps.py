@@ -13,7 +13,9 @@ from typing import Annotated
 import httpx
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from prefect.client.orchestration import PrefectClient
+from pydantic import SecretStr
 
 from api.errors import Unauthorized
 from api.resources import Resources
@@ -85,13 +87,22 @@ TOKEN_FREE_PATHS = frozenset({"/healthz", "/"})
 async def require_token(
     request: Request,
     resources: ResourcesDep,
+    # Declared for the OpenAPI document (the bearer scheme); `check_token` reads the header.
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
     """With `TASKFLOWS_API_TOKEN` set, refuse any request without it (see api.security)."""
-    token = resources.settings.api_token
+    check_token(resources.settings.api_token, request)
+
+
+def check_token(token: SecretStr | None, request: Request) -> None:
+    """Raise `Unauthorized` unless `request` carries `token` (or the page's session cookie
+    on a read). A plain function, so the hot reads (`api.hot_reads`) apply the same check."""
     if token is None or request.url.path in TOKEN_FREE_PATHS:
         return
-    sent = credentials.credentials if credentials is not None else ""
+    # What HTTPBearer(auto_error=False) accepts: `Bearer <credentials>`, scheme in any case.
+    scheme, sent = get_authorization_scheme_param(request.headers.get("Authorization"))
+    if scheme.lower() != "bearer":
+        sent = ""
     if hmac.compare_digest(sent.encode(), token.get_secret_value().encode()):
         return
     # The page's session cookie stands in for the header on reads (EventSource cannot

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Query, Response
 from api.deps import ResourcesDep
 from api.live.summary import ExecutionSummary
 from api.params import ExecutionId, error_responses
+from api.resources import Resources
 from api.schemas import MAX_ID, ExecutionOut
 from flows.errors import NotFoundError
 from flows.execution_store import ExecutionStore
@@ -50,7 +51,17 @@ async def execution_response(
     settings: Settings,
     partial: dict[str, object] | None = None,
 ) -> Response:
-    """The execution object of `execution_id` as a response; 404 when there is none.
+    """The execution object of `execution_id` as a response; 404 when there is none."""
+    return _json(await _execution_bytes(executions, execution_id, settings, partial))
+
+
+async def _execution_bytes(
+    executions: ExecutionStore,
+    execution_id: int,
+    settings: Settings,
+    partial: dict[str, object] | None,
+) -> bytes:
+    """The execution object as JSON; NotFoundError when there is none.
 
     `partial` (the answer being written, from the live feed) is shown only while running.
     """
@@ -64,20 +75,45 @@ async def execution_response(
         # The object PostgreSQL built ends with `"partial_response" : null}`: swap the null.
         assert body.endswith(b"null}")
         body = body[: -len(b"null}")] + json.dumps(partial, separators=(",", ":")).encode() + b"}"
-    return _json(body)
+    return body
 
 
-# The hot reads ask for the shared resources only: every dependency FastAPI resolves is
-# paid on every request, and an empty answer is little else.
+# The bodies of the three hot reads, shared by the routes below (which FastAPI validates and
+# documents) and by `api.hot_reads`, which answers the common, plainly valid requests for
+# them without FastAPI's routing and dependency resolution.
+
+
+async def active_body(resources: Resources) -> bytes:
+    """Queued and running executions, oldest first, as a JSON array."""
+    return await ExecutionStore(resources.pool).active_json(
+        prefect_ui_url=resources.settings.resolved_prefect_ui_url()
+    )
+
+
+async def recent_body(
+    resources: Resources, *, limit: int, before_id: int | None, results: bool
+) -> bytes:
+    """The newest executions first (full, or summaries with `results=False`)."""
+    return await ExecutionStore(resources.pool).recent_json(
+        prefect_ui_url=resources.settings.resolved_prefect_ui_url(),
+        limit=limit,
+        before_id=before_id,
+        results=results,
+    )
+
+
+async def execution_body(resources: Resources, execution_id: int) -> bytes:
+    """One execution with its live `partial_response`; NotFoundError when there is none."""
+    partial = resources.live.partial_of(execution_id)
+    executions = ExecutionStore(resources.pool)
+    return await _execution_bytes(executions, execution_id, resources.settings, partial)
 
 
 # /active and /recent come before /{execution_id}, which would otherwise match them.
 @router.get("/active", response_model=list[ExecutionOut])
 async def list_active_executions(resources: ResourcesDep) -> Response:
     """Queued and running executions, oldest first."""
-    executions = ExecutionStore(resources.pool)
-    ui_url = resources.settings.resolved_prefect_ui_url()
-    return _json(await executions.active_json(prefect_ui_url=ui_url))
+    return _json(await active_body(resources))
 
 
 @router.get("/recent", response_model=list[ExecutionOut] | list[ExecutionSummary])
@@ -92,20 +128,11 @@ async def list_recent_executions(
     `results=false` answers summaries (the shape of the live stream's events): a history
     list needs no answers until one execution is opened with `GET /api/executions/{id}`.
     """
-    return _json(
-        await ExecutionStore(resources.pool).recent_json(
-            prefect_ui_url=resources.settings.resolved_prefect_ui_url(),
-            limit=limit,
-            before_id=before_id,
-            results=results,
-        )
-    )
+    return _json(await recent_body(resources, limit=limit, before_id=before_id, results=results))
 
 
 @router.get("/{execution_id}", response_model=ExecutionOut)
 async def read_execution(execution_id: ExecutionId, resources: ResourcesDep) -> Response:
     """One execution; while a prompt is being answered, `partial_response` has the text
     the agent has written so far."""
-    partial = resources.live.partial_of(execution_id)
-    executions = ExecutionStore(resources.pool)
-    return await execution_response(executions, execution_id, resources.settings, partial)
+    return _json(await execution_body(resources, execution_id))
