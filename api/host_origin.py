@@ -30,6 +30,7 @@ from api.errors import error_response
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 WILDCARD_BINDS = frozenset({"0.0.0.0", "::", ""})
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_LOOPBACK_ADDRESSES = frozenset({"127.0.0.1", "::1"})
 
 
 def served_host_names(api_host: str, extra: Iterable[str]) -> frozenset[str] | None:
@@ -126,8 +127,14 @@ class HostOriginGuard:
 
 
 def _is_local_client(address: str) -> bool:
-    # A unix socket (a local proxy) has no IP address: it is on this machine.
-    return not address or address.startswith("/") or _is_loopback_address(address)
+    # A unix socket (a local proxy) has no IP address: it is on this machine. The two usual
+    # loopback addresses are known by name: parsing an address costs more than a hot read.
+    return (
+        not address
+        or address in _LOOPBACK_ADDRESSES
+        or address.startswith("/")
+        or _is_loopback_address(address)
+    )
 
 
 def _is_loopback_address(name: str) -> bool:
