@@ -70,14 +70,13 @@ def is_scheduled_prompt_deployment(deployment: DeploymentResponse) -> bool:
 
 def _cron_or_none(row: ScheduledPrompt) -> str | None:
     """The row's cron, or None (with a warning) for a row the old system let through."""
-    days = row["days_of_week"] if isinstance(row["days_of_week"], list) else []
     try:
-        return cron_of(row["time_of_day"], days)
+        return cron_of(row.time_of_day or "", row.weekdays)
     except ValueError:
         logger.warning(
             "Scheduled prompt %s has the time %r, not HH:MM; it is not scheduled.",
-            row["id"],
-            row["time_of_day"],
+            row.id,
+            row.time_of_day,
         )
         return None
 
@@ -88,20 +87,20 @@ def _wanted_schedules(row: ScheduledPrompt) -> list[DeploymentScheduleCreate]:
         return []
     return [
         DeploymentScheduleCreate(
-            schedule=CronSchedule(cron=cron, timezone=row["timezone"]),
-            active=bool(row["enabled"]),
-            parameters={PARAMETER: row["id"]},
+            schedule=CronSchedule(cron=cron, timezone=row.timezone),
+            active=bool(row.enabled),
+            parameters={PARAMETER: row.id},
         )
     ]
 
 
 def _tags(row: ScheduledPrompt) -> list[str]:
-    return ["taskflows", "scheduled-prompt", f"agent:{row['agent']}"]
+    return ["taskflows", "scheduled-prompt", f"agent:{row.agent}"]
 
 
 def _description(row: ScheduledPrompt) -> str:
-    prompt = " ".join(row["prompt"].split())
-    return f"Scheduled prompt {row['id']}: {prompt[:200]}"
+    prompt = " ".join((row.prompt or "").split())
+    return f"Scheduled prompt {row.id}: {prompt[:200]}"
 
 
 async def sync_scheduled_prompt(
@@ -114,11 +113,11 @@ async def sync_scheduled_prompt(
     """
     flow_id = await prefect.create_flow_from_name(FLOW_NAME)
     arguments: dict[str, Any] = dict(
-        name=deployment_name(row["id"]),
+        name=deployment_name(row.id),
         work_pool_name=get_settings().work_pool,
         entrypoint=ENTRYPOINT,
         path=str(PROJECT_ROOT),
-        parameters={PARAMETER: row["id"]},
+        parameters={PARAMETER: row.id},
         parameter_openapi_schema=parameter_schema(run_task_flow).model_dump_for_openapi(),
         tags=_tags(row),
         description=_description(row),
@@ -129,17 +128,17 @@ async def sync_scheduled_prompt(
     except ObjectNotFound:  # a fresh Prefect server has no work pool until someone makes it
         await ensure_work_pool(prefect)
         deployment_id = await prefect.create_deployment(flow_id=flow_id, **arguments)
-    if row.get("deployment_id") != deployment_id:
-        await store.set_deployment_id(row["id"], deployment_id)
+    if row.deployment_id != deployment_id:
+        await store.set_deployment_id(row.id, deployment_id)
     return deployment_id
 
 
 async def remove_scheduled_prompt_deployment(prefect: PrefectClient, row: ScheduledPrompt) -> None:
     """Delete the deployment (and the runs it had queued) of a deleted scheduled prompt."""
-    if row.get("deployment_id") is None:
+    if row.deployment_id is None:
         return
     try:
-        await prefect.delete_deployment(row["deployment_id"])
+        await prefect.delete_deployment(row.deployment_id)
     except ObjectNotFound:
         pass
 
@@ -190,11 +189,11 @@ async def sync_all_scheduled_prompts(
     synced = removed = 0
     rows = await store.list_scheduled_prompts()
     for row in rows:
-        current = by_prompt.get(row["id"])
-        if current is None or not _in_step(current, row) or row["deployment_id"] != current.id:
+        current = by_prompt.get(row.id)
+        if current is None or not _in_step(current, row) or row.deployment_id != current.id:
             await sync_scheduled_prompt(prefect, store, row)
             synced += 1
-    kept = {row["id"] for row in rows}
+    kept = {row.id for row in rows}
     for prompt_id, deployment in by_prompt.items():
         if prompt_id not in kept and await store.find_scheduled_prompt(prompt_id) is None:
             try:

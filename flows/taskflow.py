@@ -197,8 +197,11 @@ async def _execution_for(
         scheduled = await ScheduledPromptStore(runtime.pool).get_scheduled_prompt(
             scheduled_prompt_id
         )
-        call_name, agent = scheduled_prompt_name(scheduled_prompt_id), scheduled["agent"]
-        prompts = [scheduled["prompt"]]
+        if not scheduled.prompt:  # a row taken over from the old system may have none
+            raise ValueError(f"Scheduled prompt {scheduled_prompt_id} has no prompt to send.")
+        call_name = scheduled_prompt_name(scheduled_prompt_id)
+        agent = scheduled.agent or runtime.settings.default_agent
+        prompts = [scheduled.prompt]
     elif flow_id is not None:
         task_flow = await runtime.task_flows.get_task_flow(flow_id)
         call_name, agent = task_flow.call_name, task_flow.agent

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import asdict, replace
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -38,6 +39,7 @@ from deployments.scheduled_prompts import (
     sync_scheduled_prompt,
 )
 from deployments.schedules import check_timezone
+from flows.prefect_links import deployment_url
 from flows.scheduled_prompt_store import ScheduledPrompt, ScheduledPromptStore
 from flows.settings import Settings
 
@@ -146,19 +148,16 @@ class ScheduledPromptSaved(ScheduledPromptOut):
 
 
 def to_out(row: ScheduledPrompt, settings: Settings) -> dict[str, Any]:
-    days = row["days_of_week"] if isinstance(row["days_of_week"], list) else []
-    days = [day is True for day in days[:7]] + [False] * (7 - len(days[:7]))
     try:
-        cron = cron_of(row["time_of_day"], days)
+        cron = cron_of(row.time_of_day or "", row.weekdays)
     except ValueError:  # a row the old system let through; shown, never scheduled
         cron = None
-    deployment_id = row.get("deployment_id")
-    url = f"{settings.resolved_prefect_ui_url()}/deployments/deployment/{deployment_id}"
+    ui = settings.resolved_prefect_ui_url()
     return {
-        **row,
-        "days_of_week": days,
+        **asdict(row),
+        "days_of_week": row.weekdays,
         "cron": cron,
-        "prefect_url": url if deployment_id else None,
+        "prefect_url": deployment_url(ui, row.deployment_id) if row.deployment_id else None,
     }
 
 
@@ -170,9 +169,9 @@ async def _synced(
         async with asyncio.timeout(SYNC_TIMEOUT_S):
             deployment_id = await sync_scheduled_prompt(prefect, store, row)
     except Exception as exc:  # the row is saved; the worker's start-up sync repairs it
-        logger.warning("Saved scheduled prompt %s but could not schedule it: %r", row["id"], exc)
+        logger.warning("Saved scheduled prompt %s but could not schedule it: %r", row.id, exc)
         return row
-    return {**row, "deployment_id": deployment_id}
+    return replace(row, deployment_id=deployment_id)
 
 
 @router.get("")
@@ -203,7 +202,7 @@ async def create_scheduled_prompt(
     row = await store.create_scheduled_prompt(
         **body.model_dump(exclude={"agent"}), agent=body.agent or settings.default_agent
     )
-    response.headers["Location"] = f"{router.prefix}/{row['id']}"
+    response.headers["Location"] = f"{router.prefix}/{row.id}"
     return ScheduledPromptOut.model_validate(to_out(await _synced(prefect, store, row), settings))
 
 
