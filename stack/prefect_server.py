@@ -51,6 +51,11 @@ UNUSED_SERVICES = {
     "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
     # Task flows never pause or suspend.
     "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED": "false",
+    # The event persister copies every event (three state changes per prompt) into the
+    # events table, which only the UI's Events page reads. Task runs and their states do
+    # not depend on it: the task-run recorder writes them from the same events, and
+    # automations (alerts) read events from Prefect's messaging, not from that table.
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
 }
 
 

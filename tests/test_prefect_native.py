@@ -192,3 +192,35 @@ def test_a_failed_prompt_still_logs_its_error_to_the_prefect_ui(
         time.sleep(0.2)
     assert task_errors, "the failed prompt's error never reached the Prefect UI"
     assert any("Finished in state Failed" in log["message"] for log in task_errors)
+
+
+def test_without_the_event_persister_the_prefect_ui_keeps_task_runs_states_and_the_graph(
+    api: httpx.Client, prefect_api: httpx.Client, fake_agent: DemoAgent, make_task_flow
+):
+    # The event persister is off by default (stack/prefect_server.py): only the Events page
+    # loses the run's events. Everything the flow-run page shows comes from elsewhere.
+    services = prefect_api.get("/admin/settings").json()["server"]["services"]
+    assert services["event_persister"]["enabled"] is False
+    assert services["task_run_recorder"]["enabled"] is True
+
+    flow = make_task_flow(prompts=["one [delay=0.1]", "two [delay=0.1]"])
+    started = _run(api, flow["id"])
+    assert wait_for_execution(api, started["execution_id"])["status"] == "completed"
+    flow_run = wait_for_flow_run(prefect_api, started["flow_run_id"])
+    assert flow_run["state"]["type"] == "COMPLETED" and flow_run["total_run_time"] > 0
+
+    flow_states = prefect_api.get(
+        "/flow_run_states/", params={"flow_run_id": started["flow_run_id"]}
+    ).json()
+    assert [s["type"] for s in flow_states][-3:] == ["PENDING", "RUNNING", "COMPLETED"]
+
+    task_runs = _task_runs(prefect_api, started["flow_run_id"], 2)
+    for task_run in task_runs:
+        assert task_run["start_time"] and task_run["end_time"] and task_run["total_run_time"] > 0
+        states = prefect_api.get("/task_run_states/", params={"task_run_id": task_run["id"]})
+        assert [s["type"] for s in states.json()] == ["PENDING", "RUNNING", "COMPLETED"]
+
+    # The run graph of the flow-run page: one node per prompt, in order.
+    graph = prefect_api.get(f"/flow_runs/{started['flow_run_id']}/graph-v2").json()
+    nodes = sorted((node for _, node in graph["nodes"]), key=lambda node: node["start_time"])
+    assert [node["label"] for node in nodes] == ["prompt 1/2", "prompt 2/2"]

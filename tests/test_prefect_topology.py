@@ -48,8 +48,9 @@ def test_unused_prefect_services_are_off_unless_asked_for(
     # The test session sets PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED (the alerts tests need
     # automations): a variable the user set wins over our default.
     assert settings["triggers"]["enabled"] is True
+    assert settings["event_persister"]["enabled"] is False  # only the Events page reads it
     # What taskflows relies on keeps running.
-    for service in ("scheduler", "task_run_recorder", "event_persister", "late_runs"):
+    for service in ("scheduler", "task_run_recorder", "late_runs"):
         assert settings[service]["enabled"] is True, service
 
     # Without the user's variable, automations are off by default and one switch brings
