@@ -58,6 +58,10 @@ class Outcome:
     top_error: str = ""
     cpu: str = ""
     cpu_spent: dict[str, float] = field(default_factory=dict)
+    # CPU spent until Prefect also recorded every task run (its services digest the
+    # engines' events after the executions end), and how long after the last completion.
+    cpu_digested: dict[str, float] = field(default_factory=dict)
+    digested_after_s: float | None = None
 
     @property
     def elapsed(self) -> float:
@@ -141,6 +145,28 @@ async def _prefect_not_final(system: System, flow_run_ids: list[str]) -> int | N
             await asyncio.sleep(1.0)
 
 
+async def _task_runs_recorded(system: System, flow_run_ids: list[str], expected: int) -> bool:
+    """Whether Prefect lists `expected` completed task runs of these flow runs within 60 s:
+    the task-run recorder writes them from the engines' events, after the runs end."""
+    query = {
+        "flow_runs": {"id": {"any_": flow_run_ids}},
+        "task_runs": {"state": {"type": {"any_": ["COMPLETED"]}}},
+    }
+    deadline = time.monotonic() + 60
+    async with httpx.AsyncClient(
+        base_url=system.prefect_api_url, timeout=30, trust_env=False
+    ) as client:
+        while time.monotonic() < deadline:
+            try:
+                response = await client.post("/task_runs/count", json=query)
+                if response.status_code == 200 and int(response.json()) >= expected:
+                    return True
+            except (httpx.HTTPError, ValueError):
+                pass
+            await asyncio.sleep(0.2)
+    return False
+
+
 async def _ours(system: System, flow_id: int, count: int, parallel: int, timeout: float) -> Outcome:
     conn = await connect(system)
     try:
@@ -155,6 +181,9 @@ async def _ours(system: System, flow_id: int, count: int, parallel: int, timeout
         outcome.submitted_at = submitted_at
         flow_run_ids = [str(r["flow_run_id"]) for r in rows.values() if r.get("flow_run_id")]
         outcome.stuck_in_prefect = await _prefect_not_final(system, flow_run_ids)
+        if await _task_runs_recorded(system, flow_run_ids, expected=5 * outcome.completed):
+            outcome.cpu_digested = meter.measure()[0]
+            outcome.digested_after_s = time.time() - outcome.ended_at
         return outcome
     finally:
         await conn.close()
@@ -223,6 +252,19 @@ async def measure(
             cpu_per_run(base.cpu_spent, burst),
             None,
             "CPU-s of each process during the burst / runs",
+        ),
+        Row(
+            "  burst: CPU per 5-prompt run, until Prefect recorded every task run",
+            "-",
+            cpu_per_run(ours.cpu_digested, burst) if ours.cpu_digested else "not recorded in 60 s",
+            "-",
+            None,
+            "the same, up to when Prefect listed all task runs completed"
+            + (
+                f" ({ours.digested_after_s:.1f} s after the last execution ended)"
+                if ours.digested_after_s is not None
+                else ""
+            ),
         ),
         Row(
             "peak worker RSS per concurrent run (burst)",
