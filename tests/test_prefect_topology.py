@@ -18,7 +18,12 @@ import httpx
 import pytest
 
 from stack.demo_agent import DemoAgent
-from stack.prefect_server import UNUSED_SERVICES, prefect_services_env, private_redis_database
+from stack.prefect_server import (
+    RECORDER_BATCHING,
+    UNUSED_SERVICES,
+    prefect_services_env,
+    private_redis_database,
+)
 from stack.supervisor import Supervisor
 from stack.system import SystemOptions, start_system
 
@@ -60,7 +65,7 @@ def test_unused_prefect_services_are_off_unless_asked_for(
     assert "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED" not in prefect_services_env(automations=True)
     monkeypatch.setenv("PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED", "true")
     assert "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED" not in prefect_services_env()
-    assert set(prefect_services_env()) < set(UNUSED_SERVICES)
+    assert set(prefect_services_env()) < set(UNUSED_SERVICES) | set(RECORDER_BATCHING)
 
 
 def test_the_test_system_runs_the_topology_redis_url_asks_for(system) -> None:
