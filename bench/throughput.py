@@ -48,6 +48,7 @@ P99_FACTOR = 2.0
 # The old system on the same data (issue 15), req/s.
 OLD_SYSTEM = {"active": 1526, "recent": 1394, "id": 1590, "id_heavy": 1185}
 HEAVY_EVERY = 10  # every 10th execution has 20 results of 1 KB
+WARM_UP_S = 2  # an uncounted wrk run before each measured one
 
 # One statement: the executions, then their results as rows of their own. The 1 KB answers
 # are random hex (32 md5 digests), which PostgreSQL cannot compress.
@@ -305,8 +306,12 @@ async def measure(system: System, *, history: int, seconds: int, connections: in
     async def pair(label: str, path: str, old: int | None, args: list[str], note: str = "") -> None:
         await settle(timeout=10)
         progress(f"wrk {path} {' '.join(args)}")
+        # A short run first, not counted, for each server alike: the first requests of a
+        # server grow its pool, prepare its statements and fill its caches.
+        await _wrk(system.api_url + path, WARM_UP_S, connections, args)
         ours = await _wrk(system.api_url + path, seconds, connections, args)
         await settle(timeout=10)
+        await _wrk(base_url + path, WARM_UP_S, connections, args)
         base = await _wrk(base_url + path, seconds, connections, args)
         await asyncio.sleep(1)
         ratio = ours.rps / base.rps if base.rps else 0.0
