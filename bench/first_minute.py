@@ -25,6 +25,7 @@ from bench.system import (
     api_client,
     connect,
     create_flow,
+    first_agent_request,
     post_run,
     settle,
     wait_final,
@@ -38,20 +39,10 @@ EVERY_S = 2.0
 FIRST_MINUTE_FACTOR, NEW_FLOW_FACTOR = 1.5, 2.0
 
 
-async def _first_request(system: System, tag: str, after: float, timeout: float = 60.0) -> float:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        exchange = system.agent.log.first(tag, after)
-        if exchange is not None:
-            return exchange.received_at
-        await asyncio.sleep(0.002)
-    raise RuntimeError(f"no agent request for {tag} within {timeout:.0f} s")
-
-
 async def _latency(system: System, client: httpx.AsyncClient, flow_id: int, tag: str) -> float:
     """One run: POST -> first agent request; waits for the run to end before returning."""
     launched = await post_run(client, flow_id)
-    first = await _first_request(system, tag, launched.posted_at)
+    first = await first_agent_request(system, tag, launched.posted_at, timeout=60.0)
     conn = await connect(system)
     try:
         rows = await wait_final(conn, [launched.execution_id], timeout=60)

@@ -31,6 +31,7 @@ from bench.system import (
     api_client,
     connect,
     create_flow,
+    first_agent_request,
     post_run,
     settle,
     wait_final,
@@ -60,16 +61,6 @@ def _ts(value: str | None) -> float:
     return datetime.fromisoformat(value).timestamp() if value else float("nan")
 
 
-async def _first_request(system: System, tag: str, after: float, timeout: float = 30.0) -> float:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        exchange = system.agent.log.first(tag, after)
-        if exchange is not None:
-            return exchange.received_at
-        await asyncio.sleep(0.002)
-    raise RuntimeError(f"no agent request for {tag} within {timeout:.0f} s")
-
-
 async def _wait_prefect_final(prefect: httpx.AsyncClient, flow_run_id: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -85,7 +76,7 @@ async def _one_run(
     conn = await connect(system)
     try:
         launched = await post_run(client, flow_id)
-        first = await _first_request(system, tag, launched.posted_at)
+        first = await first_agent_request(system, tag, launched.posted_at)
         rows = await wait_final(conn, [launched.execution_id], timeout=30)
         row = rows.get(launched.execution_id)
         if row is None or row["status"] not in FINAL:
@@ -117,7 +108,7 @@ async def _baseline_run(system: System, baseline: Baseline, flow_id: int, tag: s
     try:
         (key,) = new_keys(1, "launch")
         sent_at = await trigger(conn, flow_id, [key])
-        first = await _first_request(system, tag, sent_at)
+        first = await first_agent_request(system, tag, sent_at)
         rows = await wait_final(conn, [key], timeout=30, column="idempotency_key")
         if key not in rows or rows[key]["status"] not in FINAL:
             raise RuntimeError(f"baseline launch run {key} did not end")

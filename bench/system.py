@@ -202,6 +202,19 @@ async def post_run(client: httpx.AsyncClient, flow_id: int) -> Launched:
     return Launched(int(body["execution_id"]), body.get("flow_run_id"), posted_at, answered_at)
 
 
+async def first_agent_request(
+    system: System, tag: str, after: float, *, timeout: float = 30.0
+) -> float:
+    """When the fake agent first received a request carrying `tag` (sent after `after`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        exchange = system.agent.log.first(tag, after)
+        if exchange is not None:
+            return exchange.received_at
+        await asyncio.sleep(0.002)
+    raise RuntimeError(f"no agent request for {tag} within {timeout:.0f} s")
+
+
 async def wait_final(
     conn: psycopg.AsyncConnection[Row],
     ids: Sequence[int] | Sequence[str],
