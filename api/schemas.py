@@ -321,8 +321,8 @@ AlertEvent = Literal["failed", "cancelled", "late"]
 
 
 class AlertIn(_Input):
-    """Post to `webhook_url` when a run of the task flow fails, is cancelled, or is late
-    (a scheduled run that has not started on time)."""
+    """Post to `webhook_url` when a run (of the task flow, or any run) fails, is cancelled,
+    or is late (a scheduled run that has not started on time)."""
 
     webhook_url: Annotated[
         StrictStr, StringConstraints(max_length=2000), AfterValidator(_webhook_url)
@@ -336,11 +336,9 @@ class AlertIn(_Input):
         return sorted(set(value))
 
 
-class AlertOut(BaseModel):
-    """The alert as Prefect has it (edits made in the Prefect UI included)."""
+class AllRunsAlertOut(BaseModel):
+    """The alert for every run, as Prefect has it (edits made in the Prefect UI included)."""
 
-    flow_id: int
-    call_name: str
     webhook_url: str
     on: list[str]
     enabled: bool
@@ -352,3 +350,15 @@ class AlertOut(BaseModel):
         description="Set when the Prefect server cannot deliver alerts yet (its triggers "
         "service is off), saying what turns it on",
     )
+
+
+class AlertOut(AllRunsAlertOut):
+    """A task flow's alert, as Prefect has it (edits made in the Prefect UI included)."""
+
+    flow_id: int
+    call_name: str
+
+
+class AlertRemoved(BaseModel):
+    ok: Literal[True] = True
+    removed: bool = Field(description="False when there was no alert to remove")

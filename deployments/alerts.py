@@ -1,20 +1,22 @@
-"""Failure alerts, the Prefect way: one Prefect automation per task flow that posts to a
-webhook when one of its runs fails, is cancelled, or is late (a scheduled run that did not
-start on time).
+"""Failure alerts, the Prefect way: a Prefect automation that posts to a webhook when a run
+fails, is cancelled, or is late (a scheduled run that did not start on time). An alert
+watches one task flow's runs, or every run (`ALL_RUNS`).
 
 The automation is an ordinary one, visible and editable on the Prefect UI's Automations
-page: an event trigger on the task flow's flow-run events (matched by the `task-flow:<id>`
-tag every run of its deployments carries) and a "send notification" action through a
-Custom Webhook notification block. Prefect renders the message and posts it as JSON::
+page: an event trigger on flow-run events, matched by a tag the runs carry (`task-flow:<id>`
+for one task flow, `taskflows` for all: every deployment gives its runs both), and a "send
+notification" action through a Custom Webhook notification block. Prefect renders the
+message and posts it as JSON::
 
     {"subject": "taskflows: hello #12 failed",
      "text": "Task flow: hello\\nExecution: 12\\nState: Failed\\nError: ...\\n
               Page: http://127.0.0.1:8000/#execution-12\\nPrefect UI: http://.../flow-run/..."}
 
 Prefect is the source of truth: the automation is found by the resource it is owned by
-(`taskflows.task-flow.<id>`), so a renamed task flow keeps its alert, and a change made in
-the Prefect UI is what `read_alert` answers. Alerts need the Prefect server's `triggers`
-service (which also runs the actions), and `late_runs` for late alerts.
+(`taskflows.task-flow.<id>`, or `taskflows.all-runs`), so a renamed task flow keeps its
+alert, and a change made in the Prefect UI is what `read_alert` answers. Alerts need the
+Prefect server's `triggers` service (which also runs the actions), and `late_runs` for late
+alerts.
 """
 
 from __future__ import annotations
@@ -48,12 +50,41 @@ ALERT_EVENTS: dict[str, tuple[str, ...]] = {
 _EVENT_TO_ALERT = {event: name for name, events in ALERT_EVENTS.items() for event in events}
 
 
-def owner_resource(flow_id: int) -> str:
-    return f"taskflows.task-flow.{flow_id}"
+@dataclass(frozen=True)
+class AlertScope:
+    """Which runs an alert watches (those tagged `tag`) and the names it goes by in Prefect."""
+
+    tag: str
+    # The resource the automation is owned by: how it is found again.
+    owner_resource: str
+    block_name: str
+    automation_name: str
+    # "a run of task flow 'hello' (id 3)": completes "Posts to a webhook when ..."
+    runs: str
+    api_path: str
 
 
-def block_name(flow_id: int) -> str:
-    return f"taskflows-alert-{flow_id}"
+def task_flow_scope(task_flow: TaskFlow) -> AlertScope:
+    return AlertScope(
+        tag=task_flow_tag(task_flow.id),
+        owner_resource=f"taskflows.task-flow.{task_flow.id}",
+        block_name=f"taskflows-alert-{task_flow.id}",
+        automation_name=f"taskflows alert: {task_flow.call_name}",
+        runs=f"a run of task flow {task_flow.call_name!r} (id {task_flow.id})",
+        api_path=f"/api/task_flows/{task_flow.id}/alerts",
+    )
+
+
+# Every taskflows run: `deployment_tags` (deployments/sync.py) gives every deployment, and
+# so every run, the `taskflows` tag.
+ALL_RUNS = AlertScope(
+    tag="taskflows",
+    owner_resource="taskflows.all-runs",
+    block_name="taskflows-alert-all",
+    automation_name="taskflows alert: all task flows",
+    runs="any taskflows run",
+    api_path="/api/alerts",
+)
 
 
 @dataclass(frozen=True)
@@ -89,7 +120,7 @@ def _body(page_url: str, prefect_ui_url: str) -> str:
 
 
 def _automation(
-    task_flow: TaskFlow,
+    scope: AlertScope,
     block_document_id: UUID,
     on: list[str],
     *,
@@ -100,11 +131,10 @@ def _automation(
 ) -> AutomationCore:
     expect = {event for name in on for event in ALERT_EVENTS[name]}
     return AutomationCore(
-        name=f"taskflows alert: {task_flow.call_name}",
+        name=scope.automation_name,
         description=(
-            f"Posts to a webhook when a run of task flow {task_flow.call_name!r} "
-            f"(id {task_flow.id}) is {' or '.join(on)}. Managed by taskflows: "
-            f"PUT/DELETE /api/task_flows/{task_flow.id}/alerts."
+            f"Posts to a webhook when {scope.runs} is {' or '.join(on)}. "
+            f"Managed by taskflows: PUT/DELETE {scope.api_path}."
         ),
         enabled=enabled,
         trigger=EventTrigger(
@@ -112,7 +142,7 @@ def _automation(
             match={"prefect.resource.id": "prefect.flow-run.*"},
             match_related={
                 "prefect.resource.role": "tag",
-                "prefect.resource.id": f"prefect.tag.{task_flow_tag(task_flow.id)}",
+                "prefect.resource.id": f"prefect.tag.{scope.tag}",
             },
             for_each={"prefect.resource.id"},
             posture=Posture.Reactive,
@@ -127,13 +157,13 @@ def _automation(
             )
         ],
         # Only on creation: Prefect's update refuses the field, and keeps the owner anyway.
-        owner_resource=owner_resource(task_flow.id) if owned else None,
+        owner_resource=scope.owner_resource if owned else None,
     )
 
 
 async def set_alert(
     prefect: PrefectClient,
-    task_flow: TaskFlow,
+    scope: AlertScope,
     *,
     webhook_url: str,
     on: list[str],
@@ -141,22 +171,20 @@ async def set_alert(
     prefect_ui_url: str,
     enabled: bool = True,
 ) -> Alert:
-    """Create or replace the task flow's alert; return it as Prefect has it."""
+    """Create or replace the scope's alert; return it as Prefect has it."""
     block = CustomWebhookNotificationBlock(
-        name=block_name(task_flow.id),
+        name=scope.block_name,
         url=webhook_url,
         json_data={"subject": "{{subject}}", "text": "{{body}}"},
         headers=None,
         cookies=None,
     )
-    block_document_id = await block.asave(
-        block_name(task_flow.id), overwrite=True, client=prefect
-    )
-    existing = await _automations_of(prefect, task_flow.id)
+    block_document_id = await block.asave(scope.block_name, overwrite=True, client=prefect)
+    existing = await _automations_of(prefect, scope)
 
     def wanted(owned: bool) -> AutomationCore:
         return _automation(
-            task_flow,
+            scope,
             block_document_id,
             on,
             enabled=enabled,
@@ -173,14 +201,14 @@ async def set_alert(
             await prefect.delete_automation(extra.id)
     else:
         await prefect.create_automation(wanted(owned=True))
-    found = await read_alert(prefect, task_flow.id)
+    found = await read_alert(prefect, scope)
     assert found is not None, "the automation was just written"
     return found
 
 
-async def read_alert(prefect: PrefectClient, flow_id: int) -> Alert | None:
-    """The task flow's alert, or None when it has none."""
-    automations = await _automations_of(prefect, flow_id)
+async def read_alert(prefect: PrefectClient, scope: AlertScope) -> Alert | None:
+    """The scope's alert, or None when it has none."""
+    automations = await _automations_of(prefect, scope)
     if not automations:
         return None
     automation = automations[0]
@@ -201,14 +229,14 @@ async def read_alert(prefect: PrefectClient, flow_id: int) -> Alert | None:
     )
 
 
-async def remove_alert(prefect: PrefectClient, flow_id: int) -> bool:
-    """Delete the task flow's alert and its webhook block; False when it had none."""
-    automations = await _automations_of(prefect, flow_id)
+async def remove_alert(prefect: PrefectClient, scope: AlertScope) -> bool:
+    """Delete the scope's alert and its webhook block; False when it had none."""
+    automations = await _automations_of(prefect, scope)
     for automation in automations:
         await prefect.delete_automation(automation.id)
     try:
         block = await prefect.read_block_document_by_name(
-            block_name(flow_id), block_type_slug="custom-webhook"
+            scope.block_name, block_type_slug="custom-webhook"
         )
         await prefect.delete_block_document(block.id)
     except ObjectNotFound:
@@ -233,8 +261,8 @@ async def delivery_note(prefect: PrefectClient) -> str | None:
     return None if enabled else NOT_DELIVERED
 
 
-async def _automations_of(prefect: PrefectClient, flow_id: int) -> list[Automation]:
-    found = await prefect.read_resource_related_automations(owner_resource(flow_id))
+async def _automations_of(prefect: PrefectClient, scope: AlertScope) -> list[Automation]:
+    found = await prefect.read_resource_related_automations(scope.owner_resource)
     return sorted(found, key=lambda automation: str(automation.id))
 
 

@@ -93,7 +93,8 @@ def alerts_exist(database_url_asyncpg: str) -> bool:
             row = conn.execute(
                 "SELECT EXISTS (SELECT 1 FROM automation_related_resource"
                 " WHERE resource_id LIKE %s)",
-                ("taskflows.task-flow.%",),
+                # A task flow's alert or the one for all runs (deployments/alerts.py).
+                ("taskflows.%",),
             ).fetchone()
     except psycopg.Error:
         return False

@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -120,6 +121,91 @@ def test_a_completed_run_sends_nothing_and_a_replaced_alert_keeps_its_automation
     webhook.wait_for(f"Execution: {cancelled['execution_id']}")
     assert f"Execution: {started['execution_id']}" not in json.dumps(webhook.received)
     api.delete(url)
+
+
+def test_an_alert_for_all_runs_posts_for_any_task_flows_failed_run(
+    api: httpx.Client, prefect_api: httpx.Client, fake_agent, make_task_flow, webhook
+):
+    assert api.get("/api/alerts").status_code == 404
+    put = api.put("/api/alerts", json={"webhook_url": webhook.url})
+    assert put.status_code == 200, put.text
+    try:
+        alert = put.json()
+        assert (alert["webhook_url"], alert["on"], alert["enabled"]) == (
+            webhook.url,
+            ["failed"],
+            True,
+        )
+        assert api.get("/api/alerts").json() == alert
+        automation = prefect_api.get(f"/automations/{alert['automation_id']}").json()
+        assert automation["name"] == "taskflows alert: all task flows"
+        related = automation["trigger"]["match_related"]
+        assert related["prefect.resource.id"] == "prefect.tag.taskflows"
+
+        # A task flow with no alert of its own.
+        task_flow = make_task_flow(prompts=["[fail=400] this one breaks"])
+        started = api.post(f"/api/task_flows/{task_flow['id']}/run").json()
+        assert wait_for_execution(api, started["execution_id"])["status"] == "failed"
+        text = webhook.wait_for(f"Execution: {started['execution_id']}")["text"]
+        assert f"Task flow: {task_flow['call_name']}" in text
+        assert "400" in text.split("Error:", 1)[1].splitlines()[0]
+        assert f"/#execution-{started['execution_id']}" in text
+        assert f"/runs/flow-run/{started['flow_run_id']}" in text
+    finally:
+        removed = api.delete("/api/alerts")
+    assert removed.json() == {"ok": True, "removed": True}
+    assert api.get("/api/alerts").status_code == 404
+    assert prefect_api.get(f"/automations/{alert['automation_id']}").status_code == 404
+    assert api.delete("/api/alerts").json() == {"ok": True, "removed": False}
+
+
+def test_a_scheduled_run_that_did_not_start_on_time_posts_a_late_alert(
+    api: httpx.Client, prefect_api: httpx.Client, make_task_flow, webhook
+):
+    task_flow = make_task_flow()
+    url = f"/api/task_flows/{task_flow['id']}/alerts"
+    assert api.put(url, json={"webhook_url": webhook.url, "on": ["late"]}).status_code == 200
+    [deployment] = prefect_api.post(
+        "/deployments/filter",
+        json={"deployments": {"tags": {"all_": [f"task-flow:{task_flow['id']}"]}}},
+    ).json()
+    # A run of the task flow's flow, due an hour ago, that no worker can take: it belongs to
+    # no deployment, so no work pool offers it. Prefect's late_runs service marks it Late.
+    due = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    created = prefect_api.post(
+        "/flow_runs/",
+        json={
+            "flow_id": deployment["flow_id"],
+            "name": f"{task_flow['call_name']} #late",
+            "tags": ["taskflows", f"task-flow:{task_flow['id']}"],
+            "state": {
+                "type": "SCHEDULED",
+                "name": "Scheduled",
+                "state_details": {"scheduled_time": due},
+            },
+        },
+    )
+    assert created.status_code == 201, created.text
+    flow_run_id = created.json()["id"]
+    try:
+        message = webhook.wait_for(f"/runs/flow-run/{flow_run_id}")
+        assert f"Task flow: {task_flow['call_name']}" in message["text"]
+        assert "State: Late" in message["text"]
+        assert "late" in message["subject"]
+    finally:
+        prefect_api.delete(f"/flow_runs/{flow_run_id}")
+        api.delete(url)
+
+
+def test_alert_all_command_sets_shows_and_clears(system: System):
+    cli = Cli(system.api_url)
+    shown = cli("alert", "--all", "https://hooks.example/all", "--on", "failed,cancelled")
+    assert "https://hooks.example/all" in shown.stdout, shown.stdout
+    assert "cancelled, failed" in shown.stdout, shown.stdout
+    assert "taskflows alert: all task flows" in cli("alert", "--all").stdout
+    assert "not a task flow" in cli("alert", "--all", "x", "https://h.example", expect=1).stderr
+    assert "No alert is sent for all runs" in cli("alert", "--all", "--clear").stdout
+    assert "no alert for all runs" in cli("alert", "--all").stdout
 
 
 @pytest.mark.parametrize(

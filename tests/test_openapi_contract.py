@@ -22,7 +22,7 @@ def api_schema(system: System) -> schemathesis.BaseSchema:
 @pytest.fixture(scope="module", autouse=True)
 def leave_things_as_found(api: httpx.Client) -> Iterator[None]:
     """Generated memories would be sent to the agent in later tests, and generated
-    schedules and scheduled prompts would keep firing: remove them."""
+    schedules, scheduled prompts and alerts would keep firing: remove them."""
     before = {m["id"] for m in api.get("/api/memories").json()}
     yield
     for memory in api.get("/api/memories").json():
@@ -30,6 +30,8 @@ def leave_things_as_found(api: httpx.Client) -> Iterator[None]:
             api.delete(f"/api/memories/{memory['id']}")
     for task_flow in api.get("/api/task_flows").json():
         api.delete(f"/api/task_flows/{task_flow['id']}/schedule")
+        api.delete(f"/api/task_flows/{task_flow['id']}/alerts")
+    api.delete("/api/alerts")
     for scheduled in api.get("/api/scheduled_prompts").json():
         api.delete(f"/api/scheduled_prompts/{scheduled['id']}")
 

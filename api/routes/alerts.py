@@ -1,6 +1,7 @@
-"""A task flow's failure alert: `GET|PUT|DELETE /api/task_flows/{id}/alerts`.
+"""Failure alerts: `GET|PUT|DELETE /api/task_flows/{id}/alerts` for one task flow's runs,
+`GET|PUT|DELETE /api/alerts` for every run.
 
-The alert is a Prefect automation with a webhook notification block (see
+An alert is a Prefect automation with a webhook notification block (see
 `deployments.alerts`), so it shows on the Prefect UI's Automations page, can be edited
 there, and what these endpoints read is what Prefect has.
 """
@@ -8,11 +9,21 @@ there, and what these endpoints read is what Prefect has.
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from prefect.client.orchestration import PrefectClient
 
 from api.deps import PrefectDep, SettingsDep, TaskFlowStoreDep
 from api.params import FlowId, error_responses
-from api.schemas import AlertIn, AlertOut, Deleted
-from deployments.alerts import Alert, delivery_note, read_alert, remove_alert, set_alert
+from api.schemas import AlertIn, AlertOut, AlertRemoved, AllRunsAlertOut, Deleted
+from deployments.alerts import (
+    ALL_RUNS,
+    Alert,
+    AlertScope,
+    delivery_note,
+    read_alert,
+    remove_alert,
+    set_alert,
+    task_flow_scope,
+)
 from deployments.sync import sync_deployment
 from flows.errors import NotFoundError
 from flows.prefect_links import automation_url
@@ -22,13 +33,11 @@ from flows.task_flow_store import TaskFlow
 router = APIRouter(tags=["alerts"], responses=error_responses(401, 404, 422, 503))
 
 
-def to_alert_out(
-    task_flow: TaskFlow, alert: Alert, settings: Settings, note: str | None = None
-) -> AlertOut:
-    return AlertOut(
+def to_all_runs_alert_out(
+    alert: Alert, settings: Settings, note: str | None = None
+) -> AllRunsAlertOut:
+    return AllRunsAlertOut(
         note=note,
-        flow_id=task_flow.id,
-        call_name=task_flow.call_name,
         webhook_url=alert.webhook_url,
         on=alert.on,
         enabled=alert.enabled,
@@ -38,13 +47,42 @@ def to_alert_out(
     )
 
 
+def to_alert_out(
+    task_flow: TaskFlow, alert: Alert, settings: Settings, note: str | None = None
+) -> AlertOut:
+    return AlertOut(
+        **to_all_runs_alert_out(alert, settings, note).model_dump(),
+        flow_id=task_flow.id,
+        call_name=task_flow.call_name,
+    )
+
+
+async def _put(
+    prefect: PrefectClient,
+    scope: AlertScope,
+    body: AlertIn,
+    request: Request,
+    settings: Settings,
+) -> Alert:
+    return await set_alert(
+        prefect,
+        scope,
+        webhook_url=body.webhook_url,
+        on=list(body.on),
+        enabled=body.enabled,
+        # Links in the message lead to the page at the address the user reached us by.
+        page_url=str(request.base_url),
+        prefect_ui_url=settings.resolved_prefect_ui_url(),
+    )
+
+
 @router.get("/api/task_flows/{flow_id}/alerts")
 async def read_task_flow_alert(
     flow_id: FlowId, task_flows: TaskFlowStoreDep, prefect: PrefectDep, settings: SettingsDep
 ) -> AlertOut:
     """The task flow's alert; 404 when it has none."""
     task_flow = await task_flows.get_task_flow(flow_id)
-    alert = await read_alert(prefect, flow_id)
+    alert = await read_alert(prefect, task_flow_scope(task_flow))
     if alert is None:
         raise NotFoundError(f"Task flow {flow_id} has no alert; PUT one to create it.")
     return to_alert_out(task_flow, alert, settings, await delivery_note(prefect))
@@ -64,16 +102,7 @@ async def set_task_flow_alert(
     # The alert matches runs by the deployment's task-flow tag: make sure it has it (a
     # deployment made before alerts existed gets it here rather than at the next sync).
     await sync_deployment(prefect, task_flows, task_flow)
-    alert = await set_alert(
-        prefect,
-        task_flow,
-        webhook_url=body.webhook_url,
-        on=list(body.on),
-        enabled=body.enabled,
-        # Links in the message lead to the page at the address the user reached us by.
-        page_url=str(request.base_url),
-        prefect_ui_url=settings.resolved_prefect_ui_url(),
-    )
+    alert = await _put(prefect, task_flow_scope(task_flow), body, request, settings)
     return to_alert_out(task_flow, alert, settings, await delivery_note(prefect))
 
 
@@ -82,6 +111,31 @@ async def delete_task_flow_alert(
     flow_id: FlowId, task_flows: TaskFlowStoreDep, prefect: PrefectDep
 ) -> Deleted:
     """Remove the alert (the automation and its webhook block); fine when there is none."""
-    await task_flows.get_task_flow(flow_id)
-    await remove_alert(prefect, flow_id)
+    task_flow = await task_flows.get_task_flow(flow_id)
+    await remove_alert(prefect, task_flow_scope(task_flow))
     return Deleted(id=flow_id)
+
+
+@router.get("/api/alerts")
+async def read_all_runs_alert(prefect: PrefectDep, settings: SettingsDep) -> AllRunsAlertOut:
+    """The alert for every run; 404 when there is none."""
+    alert = await read_alert(prefect, ALL_RUNS)
+    if alert is None:
+        raise NotFoundError("There is no alert for all runs; PUT one to create it.")
+    return to_all_runs_alert_out(alert, settings, await delivery_note(prefect))
+
+
+@router.put("/api/alerts")
+async def set_all_runs_alert(
+    body: AlertIn, request: Request, prefect: PrefectDep, settings: SettingsDep
+) -> AllRunsAlertOut:
+    """Create or replace the alert for every run of every task flow (alongside any task
+    flow's own alert: a run both watch sends to both webhooks)."""
+    alert = await _put(prefect, ALL_RUNS, body, request, settings)
+    return to_all_runs_alert_out(alert, settings, await delivery_note(prefect))
+
+
+@router.delete("/api/alerts")
+async def delete_all_runs_alert(prefect: PrefectDep) -> AlertRemoved:
+    """Remove the alert for every run; fine when there is none."""
+    return AlertRemoved(removed=await remove_alert(prefect, ALL_RUNS))
