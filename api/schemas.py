@@ -345,11 +345,6 @@ class AllRunsAlertOut(BaseModel):
     automation_id: UUID
     automation_name: str
     prefect_url: str = Field(description="The automation in the Prefect UI")
-    note: str | None = Field(
-        default=None,
-        description="Set when the Prefect server cannot deliver alerts yet (its triggers "
-        "service is off), saying what turns it on",
-    )
 
 
 class AlertOut(AllRunsAlertOut):

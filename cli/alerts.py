@@ -109,6 +109,4 @@ def _show(current: dict[str, Any]) -> None:
     )
     grid.add_row("Automation", current["automation_name"])
     grid.add_row("Prefect", current["prefect_url"])
-    if current.get("note"):
-        grid.add_row("Note", Text(current["note"], style="yellow"))
     console.print(grid)

@@ -244,23 +244,6 @@ async def remove_alert(prefect: PrefectClient, scope: AlertScope) -> bool:
     return bool(automations)
 
 
-NOT_DELIVERED = (
-    "Saved, but this Prefect server runs without its triggers service, so no alert is sent "
-    "yet: restart it with `make up` (which turns the service on when an alert exists) or set "
-    "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED=true for it."
-)
-
-
-async def delivery_note(prefect: PrefectClient) -> str | None:
-    """None when the Prefect server runs the services that deliver alerts; else a sentence."""
-    try:
-        response = await prefect.request("GET", "/admin/settings")
-        enabled = response.json()["server"]["services"]["triggers"]["enabled"]
-    except Exception:  # an older or stricter server: say nothing rather than guess
-        return None
-    return None if enabled else NOT_DELIVERED
-
-
 async def _automations_of(prefect: PrefectClient, scope: AlertScope) -> list[Automation]:
     found = await prefect.read_resource_related_automations(scope.owner_resource)
     return sorted(found, key=lambda automation: str(automation.id))

@@ -45,10 +45,10 @@ def prefect_housekeeping_env(retention_days: int) -> dict[str, str]:
 
 # Prefect server services taskflows does not use, off by default. Each line of the README's
 # "Performance" section says how to switch one back on (set the variable to "true").
+# The triggers and actions services (automations) stay on: alerts are automations, and an
+# alert must work the moment it is set. They cost about 5 % of the Prefect server's CPU per
+# run in `python -m bench --only burst` (README "Performance").
 UNUSED_SERVICES = {
-    # Automations: the triggers service evaluates every event against the automations'
-    # triggers, and the actions service (the same switch) runs their actions.
-    "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
     # Task flows never pause or suspend.
     "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED": "false",
     # The event persister copies every event (three state changes per prompt) into the
@@ -69,36 +69,11 @@ RECORDER_BATCHING = {
 }
 
 
-def prefect_services_env(*, automations: bool = False) -> dict[str, str]:
-    """Which Prefect server services run, and how they batch their writes.
-
-    `automations=True` keeps the triggers and actions services that Prefect automations
-    need. A variable the user set themselves wins over the values here.
-    """
+def prefect_services_env() -> dict[str, str]:
+    """Which Prefect server services run, and how they batch their writes. A variable the
+    user set themselves wins over the values here."""
     wanted = {**UNUSED_SERVICES, **RECORDER_BATCHING}
-    if automations:
-        wanted.pop("PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED")
     return {name: value for name, value in wanted.items() if name not in os.environ}
-
-
-def alerts_exist(database_url_asyncpg: str) -> bool:
-    """Whether the Prefect database holds a taskflows alert (deployments/alerts.py): then
-    the server starts with the triggers and actions services that deliver it. False when
-    the database is new or cannot be read: the server starts lean."""
-    import psycopg
-
-    url = database_url_asyncpg.replace("postgresql+asyncpg://", "postgresql://", 1)
-    try:
-        with psycopg.connect(url, connect_timeout=5) as conn:
-            row = conn.execute(
-                "SELECT EXISTS (SELECT 1 FROM automation_related_resource"
-                " WHERE resource_id LIKE %s)",
-                # A task flow's alert or the one for all runs (deployments/alerts.py).
-                ("taskflows.%",),
-            ).fetchone()
-    except psycopg.Error:
-        return False
-    return bool(row and row[0])
 
 
 def redis_messaging_env(redis_url: str) -> dict[str, str]:
@@ -163,8 +138,7 @@ def start_prefect_server(
     env = {
         **prefect_env(api_url, home=home),
         **prefect_housekeeping_env(get_settings().prefect_retention_days),
-        # Alerts are automations: their services run when an alert exists.
-        **prefect_services_env(automations=alerts_exist(database_url_asyncpg)),
+        **prefect_services_env(),
         "PREFECT_API_DATABASE_CONNECTION_URL": database_url_asyncpg,
         "PREFECT_API_DATABASE_MIGRATE_ON_START": "true",
         "PREFECT_UI_API_URL": api_url,

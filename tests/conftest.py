@@ -41,10 +41,6 @@ TEST_SPEED_ENV = {
     "AGENT_CONCURRENCY": "limited=2",
 }
 
-# The test Prefect server starts before any alert exists, and tests/test_alerts.py needs the
-# automation services that a server started later with an alert gets by itself.
-os.environ.setdefault("PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED", "true")
-
 
 @pytest.fixture(scope="session")
 def _served_agent() -> Iterator[tuple[DemoAgent, str]]:

@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 
-from stack.prefect_server import alerts_exist, prefect_services_env
 from tests.conftest import System, wait_for_execution
 from tests.test_cli import Cli
 
@@ -242,25 +241,3 @@ def test_alert_command_sets_shows_and_clears(system: System, make_task_flow):
     assert "on" in bad.stderr and "failed" in bad.stderr
     assert "no longer sends alerts" in cli("alert", flow["call_name"], "--clear").stdout
     assert "has no alert" in cli("alert", flow["call_name"]).stdout
-
-
-def test_a_prefect_server_started_with_an_alert_runs_the_services_that_send_it(
-    system: System, api: httpx.Client, make_task_flow, webhook
-):
-    # The test system's Prefect database sits beside its taskflows database.
-    app_database = system.database_url.rsplit("/", 1)[1].split("?")[0]
-    prefect_database = app_database.replace("taskflows_", "prefect_", 1)
-    prefect_url = system.database_url.replace(app_database, prefect_database, 1).replace(
-        "postgresql://", "postgresql+asyncpg://", 1
-    )
-    task_flow = make_task_flow()
-    url = f"/api/task_flows/{task_flow['id']}/alerts"
-    alert = api.put(url, json={"webhook_url": webhook.url}).json()
-    assert alert["note"] is None  # this server runs them (set for the tests)
-    assert alerts_exist(prefect_url)
-    assert (
-        prefect_services_env(automations=True).get("PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED")
-        != "false"
-    )
-    api.delete(url)
-    assert not alerts_exist(prefect_url.replace(prefect_database, "no_such_database"))

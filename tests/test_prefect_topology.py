@@ -50,19 +50,15 @@ def test_unused_prefect_services_are_off_unless_asked_for(
 ):
     settings = prefect_api.get("/admin/settings").json()["server"]["services"]
     assert settings["pause_expirations"]["enabled"] is False
-    # The test session sets PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED (the alerts tests need
-    # automations): a variable the user set wins over our default.
-    assert settings["triggers"]["enabled"] is True
     assert settings["event_persister"]["enabled"] is False  # only the Events page reads it
-    # What taskflows relies on keeps running.
-    for service in ("scheduler", "task_run_recorder", "late_runs"):
+    # What taskflows relies on keeps running: alerts (automations: triggers, which also runs
+    # the actions, and late_runs for late alerts) work the moment one is set.
+    for service in ("scheduler", "task_run_recorder", "late_runs", "triggers"):
         assert settings[service]["enabled"] is True, service
 
-    # Without the user's variable, automations are off by default and one switch brings
-    # them back.
+    # The user's variable wins over our default.
     monkeypatch.delenv("PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED", raising=False)
-    assert prefect_services_env()["PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED"] == "false"
-    assert "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED" not in prefect_services_env(automations=True)
+    assert "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED" not in prefect_services_env()
     monkeypatch.setenv("PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED", "true")
     assert "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED" not in prefect_services_env()
     assert set(prefect_services_env()) < set(UNUSED_SERVICES) | set(RECORDER_BATCHING)

@@ -18,7 +18,6 @@ from deployments.alerts import (
     ALL_RUNS,
     Alert,
     AlertScope,
-    delivery_note,
     read_alert,
     remove_alert,
     set_alert,
@@ -33,11 +32,8 @@ from flows.task_flow_store import TaskFlow
 router = APIRouter(tags=["alerts"], responses=error_responses(401, 404, 422, 503))
 
 
-def to_all_runs_alert_out(
-    alert: Alert, settings: Settings, note: str | None = None
-) -> AllRunsAlertOut:
+def to_all_runs_alert_out(alert: Alert, settings: Settings) -> AllRunsAlertOut:
     return AllRunsAlertOut(
-        note=note,
         webhook_url=alert.webhook_url,
         on=alert.on,
         enabled=alert.enabled,
@@ -47,11 +43,9 @@ def to_all_runs_alert_out(
     )
 
 
-def to_alert_out(
-    task_flow: TaskFlow, alert: Alert, settings: Settings, note: str | None = None
-) -> AlertOut:
+def to_alert_out(task_flow: TaskFlow, alert: Alert, settings: Settings) -> AlertOut:
     return AlertOut(
-        **to_all_runs_alert_out(alert, settings, note).model_dump(),
+        **to_all_runs_alert_out(alert, settings).model_dump(),
         flow_id=task_flow.id,
         call_name=task_flow.call_name,
     )
@@ -85,7 +79,7 @@ async def read_task_flow_alert(
     alert = await read_alert(prefect, task_flow_scope(task_flow))
     if alert is None:
         raise NotFoundError(f"Task flow {flow_id} has no alert; PUT one to create it.")
-    return to_alert_out(task_flow, alert, settings, await delivery_note(prefect))
+    return to_alert_out(task_flow, alert, settings)
 
 
 @router.put("/api/task_flows/{flow_id}/alerts")
@@ -103,7 +97,7 @@ async def set_task_flow_alert(
     # deployment made before alerts existed gets it here rather than at the next sync).
     await sync_deployment(prefect, task_flows, task_flow)
     alert = await _put(prefect, task_flow_scope(task_flow), body, request, settings)
-    return to_alert_out(task_flow, alert, settings, await delivery_note(prefect))
+    return to_alert_out(task_flow, alert, settings)
 
 
 @router.delete("/api/task_flows/{flow_id}/alerts")
@@ -122,7 +116,7 @@ async def read_all_runs_alert(prefect: PrefectDep, settings: SettingsDep) -> All
     alert = await read_alert(prefect, ALL_RUNS)
     if alert is None:
         raise NotFoundError("There is no alert for all runs; PUT one to create it.")
-    return to_all_runs_alert_out(alert, settings, await delivery_note(prefect))
+    return to_all_runs_alert_out(alert, settings)
 
 
 @router.put("/api/alerts")
@@ -132,7 +126,7 @@ async def set_all_runs_alert(
     """Create or replace the alert for every run of every task flow (alongside any task
     flow's own alert: a run both watch sends to both webhooks)."""
     alert = await _put(prefect, ALL_RUNS, body, request, settings)
-    return to_all_runs_alert_out(alert, settings, await delivery_note(prefect))
+    return to_all_runs_alert_out(alert, settings)
 
 
 @router.delete("/api/alerts")
