@@ -28,6 +28,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from flows.execution_store import STORE_PROMPT_RESULT
+
 CHANNEL = "bench_baseline"
 LISTENER_NAME = "bench-baseline-listener"
 
@@ -37,21 +39,9 @@ INSERT = """
     VALUES (%s, 'running', %s, %s, %s, %s, 'cli', %s)
     RETURNING id
 """
-# The same statement as ExecutionStore.update_execution_progress: the result as a row of
+# The very statement of ExecutionStore.update_execution_progress: the result as a row of
 # its own and the execution's index moved, in one statement.
-APPEND = """
-    WITH moved AS (
-        UPDATE flow_executions
-        SET current_prompt_index = GREATEST(current_prompt_index, %(next)s),
-            updated_at = now()
-        WHERE id = %(id)s AND status = 'running'
-        RETURNING id
-    )
-    INSERT INTO execution_results (execution_id, prompt_index, success, started_at, item)
-    SELECT moved.id, %(index)s, %(success)s, %(started_at)s::timestamptz, %(result)s
-    FROM moved
-    ON CONFLICT (execution_id, prompt_index, started_at) DO NOTHING
-"""
+APPEND = STORE_PROMPT_RESULT
 COMPLETE = """
     UPDATE flow_executions
     SET status = %s, error = %s, completed_at = now(), updated_at = now()

@@ -35,6 +35,23 @@ FINAL_STATUSES = ("completed", "failed", "cancelled")
 PREVIEW_CHARS = 2000
 
 
+# One prompt's progress in ONE statement: the result as a row of its own and the
+# execution's index moved (`update_execution_progress`; the bench's baseline runs it too).
+STORE_PROMPT_RESULT = """
+    WITH moved AS (
+        UPDATE flow_executions
+        SET current_prompt_index = GREATEST(current_prompt_index, %(next)s),
+            updated_at = now()
+        WHERE id = %(id)s AND status = 'running'
+        RETURNING id
+    )
+    INSERT INTO execution_results (execution_id, prompt_index, success, started_at, item)
+    SELECT moved.id, %(index)s, %(success)s, %(started_at)s::timestamptz, %(result)s
+    FROM moved
+    ON CONFLICT (execution_id, prompt_index, started_at) DO NOTHING
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Execution:
     """One row of `flow_executions` (its results are read apart: `list_results`)."""
@@ -480,19 +497,7 @@ class ExecutionStore:
         # the same prompt attempt is recognised by its index and start time.
         rowcount = await self._write(
             "store prompt result",
-            """
-            WITH moved AS (
-                UPDATE flow_executions
-                SET current_prompt_index = GREATEST(current_prompt_index, %(next)s),
-                    updated_at = now()
-                WHERE id = %(id)s AND status = 'running'
-                RETURNING id
-            )
-            INSERT INTO execution_results (execution_id, prompt_index, success, started_at, item)
-            SELECT moved.id, %(index)s, %(success)s, %(started_at)s::timestamptz, %(result)s
-            FROM moved
-            ON CONFLICT (execution_id, prompt_index, started_at) DO NOTHING
-            """,
+            STORE_PROMPT_RESULT,
             {
                 "id": execution_id,
                 "next": next_index,
