@@ -2,11 +2,13 @@
 of prompt / response excerpt / duration / tokens at the end.
 
 Artifacts are a courtesy to Prefect UI users, never a reason to slow or fail a run: every
-write happens in the background and errors are logged and dropped. Progress is throttled:
-at most one write per `PROGRESS_EVERY_S` (the latest count wins), and the final count is
-written when the run ends. A run shorter than that writes its progress artifact once, at
-100%, instead of once per prompt: each write is an API call and a database row update on
-the Prefect server, which under a burst of short runs cost as much as the runs themselves.
+write happens in the background and errors are logged and dropped. Progress is for runs
+long enough to watch: the progress artifact is first written once a run has lasted
+`PROGRESS_EVERY_S`, then at most once per `PROGRESS_EVERY_S` (the latest count wins), and
+brought to 100 % when the run ends. A run shorter than that has only its results table:
+each progress write is an API call and a database row on the Prefect server, and under a
+burst of short runs (which a loaded machine stretches, so they would write more) those
+writes cost as much as the runs themselves.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from prefect.artifacts import (
 logger = logging.getLogger("taskflows.artifacts")
 
 EXCERPT_CHARS = 160
-# Prefect UI users see progress at most this late; short runs skip the intermediate writes.
-PROGRESS_EVERY_S = 1.0
+# Prefect UI users see progress at most this late; runs shorter than this write none.
+# `PROGRESS_INTERVAL_S` sets it for the worker (flows/settings.py).
+PROGRESS_EVERY_S = 5.0
 
 
 def artifact_key(call_name: str) -> str:
@@ -84,6 +87,8 @@ class RunArtifacts:
                 # Wait out the interval (cut short when the run ends), then send the latest.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._finishing.wait(), timeout=self._every_s)
+                if self._artifact_id is None and self._finishing.is_set():
+                    return  # ended before its first write: the results table says it all
                 done = self._done
                 percent = round(100.0 * done / self._total, 1)
                 description = f"{self._call_name}: {done} of {self._total} prompts done"

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # Ask the agent for streamed answers (live output): auto falls back per agent.
     agent_stream: Literal["auto", "on", "off"] = "auto"
     partial_interval_s: float = Field(default=0.1, gt=0)
+    # The Prefect UI's progress artifact: first written once a run has lasted this long, then
+    # at most this often (flows/artifacts.py); shorter runs show only their results table.
+    progress_interval_s: float = Field(default=5.0, gt=0)
     # Transient agent errors (connect errors, timeouts, 429, 5xx) are retried by Prefect
     # with exponential backoff and jitter: delays of base, 2*base, 4*base, ...
     agent_retries: int = Field(default=3, ge=0, le=20)

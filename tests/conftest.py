@@ -39,6 +39,8 @@ TEST_SPEED_ENV = {
     "RECONCILE_EVERY_S": "1",
     # Only the agent named "limited" is limited, so other tests pay nothing.
     "AGENT_CONCURRENCY": "limited=2",
+    # Runs longer than this get a progress artifact (tests/test_prefect_native.py).
+    "PROGRESS_INTERVAL_S": "0.3",
 }
 
 

@@ -156,13 +156,12 @@ def test_a_run_on_the_split_server_shows_task_runs_and_artifacts(
                 "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}
             ).json()
             completed = [t for t in task_runs if t["state"]["type"] == "COMPLETED"]
-            if len(completed) == 2 and {a["type"] for a in artifacts} >= {"progress", "table"}:
+            if len(completed) == 2 and "table" in {a["type"] for a in artifacts}:
                 break
             time.sleep(0.3)
         assert sorted(t["name"] for t in task_runs) == ["prompt 1/2", "prompt 2/2"]
         assert all(t["state"]["type"] == "COMPLETED" for t in task_runs), task_runs
         by_type = {a["type"]: a for a in artifacts}
-        assert by_type["progress"]["data"] == 100.0
         assert "Echo: two" in str(by_type["table"]["data"])
         flow_run = prefect_api.get(f"/flow_runs/{flow_run_id}").json()
         assert flow_run["state"]["type"] == "COMPLETED"

@@ -1,31 +1,37 @@
 """The worker's changes to Prefect's engine: an unverified Prefect is a warning naming what is
 unverified, a patched symbol Prefect no longer has is an error (and a failing test here), the
 patched engine leaves SIGTERM to the worker (the behaviour itself: tests/test_crashes.py), the
-task flow never asks the server for its default result storage, task-run INFO records stay
-out of the Prefect API, and progress artifacts are throttled. No server needed."""
+task flow never asks the server for its default result storage, a task run's first Pending
+event and the engine's no-retry policy PATCH are not sent, "Finished in state Completed()"
+task records are dropped, and progress artifacts are throttled. No server needed."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import logging
 import signal
 import uuid
 from typing import Any
 
+import httpx
 import prefect
 import prefect.artifacts
 import prefect.flow_engine
 import prefect.results
+import prefect.task_engine
 import pytest
-from prefect.logging.handlers import APILogHandler
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRunPolicy, TaskRun
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.states import Pending
 
 from flows import artifacts as artifacts_module
 from flows.artifacts import RunArtifacts
 from flows.taskflow import run_task_flow
 from worker import engine_patches
-from worker.run_logs import TaskRunInfoStaysLocal, keep_task_run_info_local
+from worker.run_logs import CompletedTaskRecordsDropped, drop_completed_task_records
 
 
 def test_an_unverified_prefect_is_a_warning_that_names_what_is_unverified(
@@ -56,10 +62,10 @@ def test_every_patched_engine_symbol_exists_and_is_used_by_the_engine() -> None:
     # Fails the day Prefect renames or drops what the worker replaces: the patches would
     # silently stop applying.
     assert engine_patches.missing_symbols() == []
-    engine_source = inspect.getsource(prefect.flow_engine)
     for module_name, attribute in engine_patches.PATCHED_SYMBOLS:
-        assert module_name == "prefect.flow_engine"
-        assert f"{attribute}(" in engine_source, f"the engine no longer calls {attribute}"
+        assert module_name in ("prefect.flow_engine", "prefect.task_engine")
+        engine_source = inspect.getsource(importlib.import_module(module_name))
+        assert f"{attribute}(" in engine_source, f"{module_name} no longer calls {attribute}"
 
 
 def test_a_missing_patched_symbol_stops_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,6 +73,42 @@ def test_a_missing_patched_symbol_stops_the_worker(monkeypatch: pytest.MonkeyPat
     monkeypatch.delattr(prefect.flow_engine, "observe_flow_run_suspension")
     with pytest.raises(engine_patches.EnginePatchError, match="observe_flow_run_suspension"):
         engine_patches.apply()
+
+
+def test_the_worker_client_answers_only_the_engines_no_retry_policy_update_itself() -> None:
+    # Nothing listens on port 9: a request that reaches the network fails to connect.
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+
+        async def updates() -> None:
+            async with get_client() as client:
+                engine_patches.skip_policy_updates(client)
+                engine_patches.skip_policy_updates(client)  # idempotent
+                run_id = uuid.uuid4()
+                answered = await client.update_flow_run(
+                    flow_run_id=run_id,
+                    flow_version="abc",
+                    empirical_policy=FlowRunPolicy(retries=0),
+                )
+                assert answered.status_code == 204
+                with pytest.raises(httpx.ConnectError):
+                    await client.update_flow_run(run_id, name="renamed")
+                with pytest.raises(httpx.ConnectError):  # a policy with retries is sent
+                    await client.update_flow_run(
+                        flow_run_id=run_id,
+                        flow_version="abc",
+                        empirical_policy=FlowRunPolicy(retries=2),
+                    )
+
+        asyncio.run(updates())
+
+
+def test_a_task_runs_first_pending_event_is_not_sent() -> None:
+    engine_patches.apply()
+    task_run = TaskRun(flow_run_id=uuid.uuid4(), task_key="prompt", dynamic_key="0", name="p")
+    sent = prefect.task_engine.emit_task_run_state_change_event(
+        task_run=task_run, initial_state=None, validated_state=Pending()
+    )
+    assert sent is None  # and the Running event that follows it names no leader
 
 
 def test_a_patched_engine_installs_no_sigterm_handler() -> None:
@@ -96,24 +138,28 @@ def test_the_task_flow_never_asks_the_server_for_its_result_storage(
         assert run_task_flow.persist_result is False
 
 
-def _record(name: str, level: int) -> logging.LogRecord:
-    return logging.LogRecord(name, level, __file__, 1, "Finished in state Completed()", (), None)
+def _record(name: str, level: int, message: str) -> logging.LogRecord:
+    return logging.LogRecord(name, level, __file__, 1, message, (), None)
 
 
-def test_task_run_info_stays_off_the_api_but_warnings_and_flow_logs_do_not() -> None:
-    keep_task_run_info_local()
-    handlers = [
-        h for h in logging.getLogger("prefect.task_runs").handlers if isinstance(h, APILogHandler)
-    ]
-    assert handlers, "Prefect's task-run logger has no API handler any more"
-    for handler in handlers:
-        assert sum(isinstance(f, TaskRunInfoStaysLocal) for f in handler.filters) == 1
-        assert not handler.filter(_record("prefect.task_runs", logging.INFO))
-        assert handler.filter(_record("prefect.task_runs", logging.WARNING))
-        assert handler.filter(_record("prefect.task_runs", logging.ERROR))
-        assert handler.filter(_record("prefect.flow_runs", logging.INFO))
-    keep_task_run_info_local()  # idempotent: still one filter
-    assert all(sum(isinstance(f, TaskRunInfoStaysLocal) for f in h.filters) == 1 for h in handlers)
+def test_only_completed_task_records_are_dropped() -> None:
+    drop_completed_task_records()
+    task_runs = logging.getLogger("prefect.task_runs")
+    assert sum(isinstance(f, CompletedTaskRecordsDropped) for f in task_runs.filters) == 1
+    completed = _record("prefect.task_runs", logging.INFO, "Finished in state Completed()")
+    assert not task_runs.filter(completed)
+    failed = _record("prefect.task_runs", logging.ERROR, "Finished in state Failed('boom')")
+    assert task_runs.filter(failed)
+    retry = _record(
+        "prefect.task_runs", logging.INFO, "Task run failed with exception: x - Retry 1/3"
+    )
+    assert task_runs.filter(retry)
+    flow_runs = logging.getLogger("prefect.flow_runs")
+    assert flow_runs.filter(
+        _record("prefect.flow_runs", logging.INFO, "Finished in state Completed()")
+    )
+    drop_completed_task_records()  # idempotent: still one filter
+    assert sum(isinstance(f, CompletedTaskRecordsDropped) for f in task_runs.filters) == 1
 
 
 def test_progress_artifact_writes_are_throttled_and_the_last_count_is_written(
@@ -143,7 +189,7 @@ def test_progress_artifact_writes_are_throttled_and_the_last_count_is_written(
         await run.finish([])
 
     asyncio.run(short_run())
-    assert writes == [100.0]  # one write for a run shorter than the interval, at 100%
+    assert writes == []  # a run shorter than the interval has only its results table
 
     writes.clear()
 

@@ -13,6 +13,20 @@ every test that runs a flow through the worker) and its effect measured by `make
   own event loop, Prefect client and events websocket, and joins it at the end (up to
   0.2 s with the worker's event loop blocked). Task flows never suspend or pause.
 
+- `emit_task_run_state_change_event` sends an event for every state of every task run:
+  Pending, Running, Completed. The Prefect server turns each into a task-run row update and
+  a state row, and evaluates automations against it. A prompt's Pending state lasts
+  microseconds and says nothing the Running event does not (that event carries the whole
+  task run, and names Pending as its initial state), so the first Pending event of a task
+  run is not sent: a third fewer events per prompt. The task run, its Running and final
+  states, its timing and the run graph are all still recorded (tests/test_prefect_native.py).
+
+The worker's Prefect client also skips one request per run (`skip_policy_updates`): the
+engine PATCHes every flow run it starts with the flow's version and its retry policy. A task
+flow has no flow-level retries (Prefect's "Retry" button works from the run's state, not its
+policy), so the policy it would write means the same as the one the run already has; the
+only thing lost is the "Flow version" field in the Prefect UI.
+
 The server's default result storage used to be a third patch (Prefect reads it with a
 blocking HTTP request at the start of every run). The task flow now names its result
 storage itself (`result_storage=` on the flow, Prefect's supported setting; see
@@ -30,11 +44,16 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import prefect
 import prefect.flow_engine
+import prefect.task_engine
 from packaging.version import InvalidVersion, Version
 from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.objects import TaskRun
 from prefect.context import AsyncClientContext
+from prefect.events import Event
+from prefect.states import State
 
 logger = logging.getLogger("taskflows.worker")
 
@@ -45,6 +64,7 @@ VERIFIED_FROM = (3, 9, 1)
 PATCHED_SYMBOLS = (
     ("prefect.flow_engine", "capture_sigterm"),
     ("prefect.flow_engine", "observe_flow_run_suspension"),
+    ("prefect.task_engine", "emit_task_run_state_change_event"),
 )
 _applied = False
 
@@ -56,6 +76,29 @@ class EnginePatchError(RuntimeError):
 @contextlib.contextmanager
 def _no_suspension_observer(*args: Any, **kwargs: Any) -> Iterator[None]:
     yield
+
+
+_emit_state_change = prefect.task_engine.emit_task_run_state_change_event
+
+
+def _emit_unless_first_pending(
+    task_run: TaskRun,
+    initial_state: State[Any] | None,
+    validated_state: State[Any],
+    follows: Event | None = None,
+) -> Event | None:
+    """Prefect's task-run state event, except a task run's first (Pending) one. The engine
+    passes the returned event as `follows` of the next: None makes the Running event a
+    first event of its own, so the server's causal ordering does not wait for the Pending
+    event that never comes."""
+    if initial_state is None and validated_state.is_pending():
+        return None
+    return _emit_state_change(
+        task_run=task_run,
+        initial_state=initial_state,
+        validated_state=validated_state,
+        follows=follows,
+    )
 
 
 def _release(version: str) -> tuple[int, ...]:
@@ -113,7 +156,31 @@ def apply() -> None:
         )
     prefect.flow_engine.capture_sigterm = contextlib.nullcontext  # type: ignore[assignment]
     prefect.flow_engine.observe_flow_run_suspension = _no_suspension_observer
+    prefect.task_engine.emit_task_run_state_change_event = _emit_unless_first_pending
     _applied = True
+
+
+# What the engine's PATCH of a starting flow run sends (prefect/flow_engine.py,
+# `initialize_run`): the flow's version and its retry policy, nothing else.
+_ENGINE_POLICY_UPDATE = frozenset({"flow_version", "empirical_policy"})
+
+
+def skip_policy_updates(client: PrefectClient) -> None:
+    """Make `client` answer the engine's per-run policy PATCH itself when the policy asks
+    for no retries (the run's stored policy, retries unset, means the same); every other
+    flow-run update goes to the server (idempotent)."""
+    if getattr(client, "_taskflows_skips_policy_updates", False):
+        return
+    update_flow_run = client.update_flow_run
+
+    async def update_unless_redundant(flow_run_id: Any, **fields: Any) -> httpx.Response:
+        policy = fields.get("empirical_policy")
+        if set(fields) == _ENGINE_POLICY_UPDATE and policy is not None and not policy.retries:
+            return httpx.Response(204)
+        return await update_flow_run(flow_run_id, **fields)
+
+    client.update_flow_run = update_unless_redundant  # type: ignore[method-assign,assignment]
+    client._taskflows_skips_policy_updates = True  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager

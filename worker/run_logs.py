@@ -1,37 +1,37 @@
-"""Which run log records the worker ships to the Prefect API.
+"""Which task-run log records the worker keeps.
 
-Prefect's task engine logs "Finished in state Completed()" at INFO for every task run, and
-its API log handler ships each such record to the server (a log row per prompt, with its
-serialisation in the worker and an insert on the server). The task run's state, timing and
-name already show that in the Prefect UI, so task-run records below WARNING stay in the
-worker's own log (its console handler still prints them). Task-run warnings and errors (a
-failed prompt's "Finished in state Failed(...)" is an ERROR) and every flow-run record still
-reach the UI.
+Prefect's task engine logs "Finished in state Completed()" at INFO for every task run. Its
+API log handler ships each such record to the server (a log row per prompt, serialised in
+the worker and inserted by the server), and its console handler renders it with rich in the
+worker's log. The task run's state, timing and name already show that in the Prefect UI, so
+the worker drops these records on the task-run logger itself, before any handler sees them.
+
+Every other task-run record still reaches the Prefect UI and the worker's log: a failed
+prompt's "Finished in state Failed(...)" (an ERROR), the "Retry 1/3 will start ..." line
+(INFO), warnings; and so does every flow-run record.
 """
 
 from __future__ import annotations
 
 import logging
 
-from prefect.logging.handlers import APILogHandler
-
 TASK_RUN_LOGGER = "prefect.task_runs"
+COMPLETED_RECORD = "Finished in state Completed"
 
 
-class TaskRunInfoStaysLocal(logging.Filter):
-    """Rejects task-run records below WARNING (attached to API handlers only)."""
+class CompletedTaskRecordsDropped(logging.Filter):
+    """Rejects the task engine's "Finished in state Completed()" records (INFO)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (
             record.levelno < logging.WARNING
-            and (record.name == TASK_RUN_LOGGER or record.name.startswith(TASK_RUN_LOGGER + "."))
+            and isinstance(record.msg, str)
+            and record.msg.startswith(COMPLETED_RECORD)
         )
 
 
-def keep_task_run_info_local() -> None:
-    """Attach the filter to the API log handlers of Prefect's task-run logger (idempotent)."""
-    for handler in logging.getLogger(TASK_RUN_LOGGER).handlers:
-        if isinstance(handler, APILogHandler) and not any(
-            isinstance(f, TaskRunInfoStaysLocal) for f in handler.filters
-        ):
-            handler.addFilter(TaskRunInfoStaysLocal())
+def drop_completed_task_records() -> None:
+    """Attach the filter to Prefect's task-run logger (idempotent)."""
+    task_runs = logging.getLogger(TASK_RUN_LOGGER)
+    if not any(isinstance(f, CompletedTaskRecordsDropped) for f in task_runs.filters):
+        task_runs.addFilter(CompletedTaskRecordsDropped())

@@ -55,7 +55,7 @@ from flows.scheduled_prompt_store import ScheduledPromptStore
 from flows.settings import Settings, get_settings
 from flows.task_flow_store import TaskFlowStore
 from worker import engine_patches
-from worker.run_logs import keep_task_run_info_local
+from worker.run_logs import drop_completed_task_records
 from worker.warm_up import warm_up
 
 logger = logging.getLogger("taskflows.worker")
@@ -98,10 +98,11 @@ class Worker:
 
     async def serve(self) -> None:
         engine_patches.apply()
-        keep_task_run_info_local()
+        drop_completed_task_records()
         run_control.set_worker_name(self.name)
         runtime = await get_runtime()
         async with get_client() as client:
+            engine_patches.skip_policy_updates(client)
             self._client = client
             await ensure_work_pool(client, self.settings.work_pool)
             await self._heartbeat()
