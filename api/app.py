@@ -2,7 +2,8 @@
 
 `create_app` reads the settings (an unsafe value stops it here, at start-up), installs the
 error handlers and middleware and the routers; its lifespan opens the shared resources
-(`api.resources`) and closes them at shutdown.
+(`api.resources`) and closes them at shutdown. Imported by uvicorn, a bad setting ends the
+process with one sentence per problem on stderr (`taskflows api: ...`), never a traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from uvicorn.config import STARTUP_FAILURE
 
 from api.body_limit import BodySizeLimit
 from api.cors import JsonCORSMiddleware
@@ -40,10 +42,16 @@ from api.routes import (
     stream,
     task_flows,
 )
-from api.security import check_exposure
 from api.stream_limits import StreamLimiter
 from deployments.reconciler import run_reconciler
-from flows.settings import Settings, get_settings
+from flows.errors import UnsafeExposure
+from flows.settings import (
+    Settings,
+    check_exposure,
+    exit_for_settings,
+    get_settings,
+    settings_or_exit,
+)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -147,4 +155,16 @@ def _document_security(app: FastAPI, *, token_required: bool) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-app = create_app()
+def _app_or_exit() -> FastAPI:
+    """The app uvicorn serves, or the end of the process when the settings are bad."""
+    # uvicorn's own "failed to start" status: with `--workers`, its parent then stops
+    # instead of starting the same doomed process again and again.
+    program, code = "taskflows api", STARTUP_FAILURE
+    settings = settings_or_exit(program, code=code)
+    try:
+        return create_app(settings)
+    except UnsafeExposure as refused:
+        exit_for_settings(program, [str(refused)], code=code)
+
+
+app = _app_or_exit()

@@ -12,8 +12,9 @@ Two attacks need no token at all while the API runs without one on loopback:
 Clients that are not browsers (curl, the CLI) send no `Origin` and are unaffected.
 
 And without `TASKFLOWS_API_TOKEN` (unless `TASKFLOWS_ALLOW_NO_TOKEN`), only this machine is
-answered, whatever address the server was told to listen on: `api.security` refuses a
-non-loopback `API_HOST` at start, and this covers `uvicorn --host 0.0.0.0` run by hand.
+answered, whatever address the server was told to listen on: the API refuses a
+non-loopback `API_HOST` at start (`flows.settings.check_exposure`), and this covers
+`uvicorn --host 0.0.0.0` run by hand.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import error_response
+from flows.settings import LOOPBACK_NAMES
 
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 WILDCARD_BINDS = frozenset({"0.0.0.0", "::", ""})
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _LOOPBACK_ADDRESSES = frozenset({"127.0.0.1", "::1"})
@@ -38,7 +39,7 @@ def served_host_names(api_host: str, extra: Iterable[str]) -> frozenset[str] | N
 
     None (no check) when "*" is allowed explicitly, or when the API listens on every
     interface and no names are given: it is then reached by names this process cannot
-    know, and `api.security` has required a token for that exposure.
+    know, and `check_exposure` has required a token for that exposure.
     """
     names = {name.strip().lower() for name in extra if name.strip()}
     if "*" in names or (api_host in WILDCARD_BINDS and not names):

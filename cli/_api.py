@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from cli import sse
 from flows.errors import ApiError
-from flows.settings import Settings, settings_problem
+from flows.settings import Settings, settings_problems
 
 TIMEOUT_S = 30.0
 # The event stream sends a heartbeat every 15 s; silence for longer means it is stuck.
@@ -128,7 +128,7 @@ def _read_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        raise ApiError(settings_problem(exc)) from None
+        raise ApiError("\n".join(settings_problems(exc))) from None
 
 
 def _json_or_text(text: str) -> Any:

@@ -63,6 +63,11 @@ class AsCodeError(TaskflowsError):
 # -- running the stack on one machine (stack/) ------------------------------------------------
 
 
+class UnsafeExposure(TaskflowsError, ValueError):
+    """The API would listen beyond loopback without a token (see `flows.settings.check_exposure`):
+    the API refuses to start, and `up` refuses before it starts anything."""
+
+
 class StartError(TaskflowsError):
     """The system cannot start for a reason the user can fix (a port in use, a Prefect API
     that does not answer)."""

@@ -12,17 +12,27 @@ This module stays light (no database, no Prefect): the HTTP-only CLI imports it.
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, NoReturn, Union, get_args, get_origin
 from urllib.parse import quote, urlsplit
 
+from annotated_types import Ge, Gt, Le, Lt
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from flows.errors import UnsafeExposure
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIN_TOKEN_LENGTH = 16
+# Names only this machine can reach (addresses are checked by `is_loopback`).
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class Settings(BaseSettings):
@@ -256,14 +266,132 @@ class AgentLimits:
         return self.per_agent.get(agent, self.default)
 
 
-def settings_problem(error: ValidationError) -> str:
-    """The sentences of a refused setting, for people (never the refused value itself)."""
-    problems = []
+def settings_problems(error: ValidationError) -> list[str]:
+    """One sentence per refused setting, naming its environment variable and what it must
+    be, e.g. `WORKER_CONCURRENCY must be a whole number between 1 and 1000, got "abc"`.
+
+    The refused value is quoted only for settings that hold no secret (a token or a password
+    must never reach a terminal or a log).
+    """
+    sentences: dict[str, str] = {}
     for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]).upper()
+        variable = str(item["loc"][0]).upper() if item["loc"] else ""
+        if variable in sentences:
+            continue  # one sentence per setting, even when pydantic found several faults
+        field = _field_for(variable)
         message = str(item["msg"]).removeprefix("Value error, ")
-        problems.append(message if not where or where in message else f"{where}: {message}")
-    return "The environment holds a setting taskflows cannot use: " + "; ".join(problems) + "."
+        requirement = _requirement(field) if field is not None else None
+        if item["type"] == "value_error" or field is None:
+            # Our own validators' messages already name the variable (the token check has
+            # no variable in `loc`, as it is a rule about the whole model).
+            sentence = message if not variable or variable in message else f"{variable}: {message}"
+        elif requirement is None:
+            sentence = f"{variable}: {message}"
+        else:
+            sentence = f"{variable} must be {requirement}"
+            if not _is_secret(field) and isinstance(item.get("input"), str):
+                sentence += f", got {_quoted(item['input'])}"
+        sentences[variable] = sentence
+    return list(sentences.values())
+
+
+def exit_for_settings(program: str, sentences: list[str], *, code: int = 1) -> NoReturn:
+    """End a process that cannot start with these settings: each sentence on stderr after
+    `program: `, no traceback, exit status `code`."""
+    for sentence in sentences:
+        print(f"{program}: {sentence}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
+def settings_or_exit(program: str, *, code: int = 1) -> Settings:
+    """The process-wide settings, or the end of the process with a sentence per bad setting:
+    what every long-lived process (the API, the worker, `up`) calls first."""
+    try:
+        return get_settings()
+    except ValidationError as error:
+        exit_for_settings(program, settings_problems(error), code=code)
+
+
+def check_exposure(api_host: str, api_token: SecretStr | None, *, allow_no_token: bool) -> None:
+    """Refuse to serve `api_host` beyond loopback without a token, unless explicitly allowed.
+
+    Listening beyond loopback without `TASKFLOWS_API_TOKEN` would hand every prompt, answer
+    and memory (and the agent's bill) to anyone on the network. The API checks it at start,
+    and `up` before it starts anything.
+    """
+    if api_token is not None or allow_no_token or is_loopback(api_host):
+        return
+    raise UnsafeExposure(
+        f"API_HOST={api_host} makes the API reachable from other machines, and without "
+        "TASKFLOWS_API_TOKEN anyone there could read every run and start new ones. Set "
+        "TASKFLOWS_API_TOKEN to a long random secret (or TASKFLOWS_ALLOW_NO_TOKEN=true if "
+        "something else in front of the API authenticates its users)."
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """True for names and addresses only this machine can reach."""
+    host = host.strip().strip("[]").lower()
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _field_for(variable: str) -> FieldInfo | None:
+    for name, info in Settings.model_fields.items():
+        alias = info.validation_alias if isinstance(info.validation_alias, str) else name
+        if alias.upper() == variable:
+            return info
+    return None
+
+
+def _requirement(field: FieldInfo) -> str | None:
+    """What a value of `field` must be, in words; None for kinds without a simple rule."""
+    # `int | None` is an int that may be unset; other unions have no one rule to state.
+    kinds = [kind for kind in _kinds(field) if kind is not type(None)]
+    if len(kinds) != 1:
+        return None
+    kind = kinds[0]
+    if kind is bool:
+        return "true or false"
+    if get_origin(kind) is Literal:
+        return "one of " + ", ".join(str(choice) for choice in get_args(kind))
+    if kind not in (int, float):
+        return None
+    what = "a whole number" if kind is int else "a number"
+    bounds = {
+        type(rule).__name__: getattr(rule, type(rule).__name__.lower())
+        for rule in field.metadata
+        if isinstance(rule, Ge | Gt | Le | Lt)
+    }
+    low, high = bounds.get("Ge"), bounds.get("Le")
+    if low is not None and high is not None:
+        return f"{what} between {low} and {high}"
+    if "Gt" in bounds:
+        return f"{what} greater than {bounds['Gt']}"
+    if low is not None:
+        return f"{what} of at least {low}"
+    if high is not None:
+        return f"{what} of at most {high}"
+    return what
+
+
+def _is_secret(field: FieldInfo) -> bool:
+    return SecretStr in _kinds(field)
+
+
+def _kinds(field: FieldInfo) -> tuple[Any, ...]:
+    """The types a field's value may have: `int | None` -> (int, NoneType)."""
+    annotation = field.annotation
+    return get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+
+
+def _quoted(value: str, limit: int = 60) -> str:
+    shown = value if len(value) <= limit else value[: limit - 3] + "..."
+    return json.dumps(shown, ensure_ascii=False)
 
 
 def _environ() -> dict[str, str]:

@@ -5,8 +5,9 @@ PostgreSQL in `.data/pg`), the `taskflows` and `prefect` databases and the schem
 the Prefect server (unless `PREFECT_API_URL` points at one), the bundled demo agent (unless
 an agent is configured; on port 8080, or on a free port when 8080 is taken), the worker
 (restarted if it dies) and the API. What is `up`'s own:
-the settings it reads, one banner that says where everything is, and the signals. Ctrl-C or
-SIGTERM stops what was started, in reverse order, and exits 0.
+the settings it reads (a bad one, or an API_HOST beyond loopback without a token, is refused
+in a sentence before anything starts), one banner that says where everything is, and the
+signals. Ctrl-C or SIGTERM stops what was started, in reverse order, and exits 0.
 
 `--worker-command` replaces the worker's command line (a stand-in for tests of `up`); it may
 use `{python}`.
@@ -25,8 +26,8 @@ from types import FrameType
 
 import psycopg
 
-from flows.errors import ChildFailed, TaskflowsError
-from flows.settings import Settings, get_settings
+from flows.errors import ChildFailed, TaskflowsError, UnsafeExposure
+from flows.settings import Settings, check_exposure, exit_for_settings, settings_or_exit
 from stack.embedded_postgres import redacted_url
 from stack.supervisor import Supervisor
 from stack.system import System, SystemOptions, start_system
@@ -36,8 +37,13 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = get_settings()
+    # What the API or the worker would refuse later is refused now, before anything starts.
+    settings = settings_or_exit("up")
     args = _parse_args(argv, settings)
+    try:
+        check_exposure(args.host, settings.api_token, allow_no_token=settings.allow_no_token)
+    except UnsafeExposure as refused:
+        exit_for_settings("up", [str(refused)])
     # SIGTERM and a closed terminal stop `up` the way Ctrl-C does. SIGINT is set explicitly:
     # a shell starting `up` in the background hands it SIGINT ignored. A SIGHUP that is
     # ignored (nohup) stays ignored.

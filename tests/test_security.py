@@ -23,10 +23,11 @@ from starlette.responses import PlainTextResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from api.host_origin import HostOriginGuard, served_host_names
-from api.security import SESSION_COOKIE, UnsafeExposure, check_exposure
+from api.security import SESSION_COOKIE
 from api.stream_limits import StreamLimiter
 from flows.agent_client import AgentClient
-from flows.errors import AgentError
+from flows.errors import AgentError, UnsafeExposure
+from flows.settings import check_exposure
 from stack.commands import api_argv
 from stack.demo_agent import MAX_ANSWER_CHARS, REQUEST_LOG_SIZE, DemoAgent
 from stack.demo_agent import create_app as create_demo_agent

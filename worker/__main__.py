@@ -2,6 +2,15 @@
 
 import asyncio
 
-from worker.service import main
+from flows.settings import settings_or_exit
 
-asyncio.run(main())
+
+def run() -> None:
+    # Before Prefect is imported: a bad setting is reported in a sentence, at once.
+    settings_or_exit("taskflows worker")
+    from worker.service import main
+
+    asyncio.run(main())
+
+
+run()
