@@ -6,12 +6,17 @@ from __future__ import annotations
 import os
 import signal
 import time
+from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
+from flows.settings import PROJECT_ROOT
+from stack.commands import worker_argv
 from stack.demo_agent import DemoAgent
 from tests.conftest import System, wait_for_agent_prompt, wait_for_execution, wait_for_flow_run
+from worker.service import LISTEN_APPLICATION_NAME
 
 pytestmark = pytest.mark.slow
 
@@ -187,3 +192,58 @@ def test_restarting_postgresql_mid_run_loses_no_progress(
         "p3",
         "p4",
     ]
+
+
+def _listen_backend(db: psycopg.Connection[Any], application_name: str) -> int | None:
+    row = db.execute(
+        "SELECT pid FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name = %s",
+        (application_name,),
+    ).fetchone()
+    return None if row is None else int(row["pid"])
+
+
+def _wait_for_listen_backend(
+    db: psycopg.Connection[Any], application_name: str, other_than: int | None, timeout: float
+) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        backend = _listen_backend(db, application_name)
+        if backend is not None and backend != other_than:
+            return backend
+        time.sleep(0.05)
+    raise AssertionError(f"no LISTEN connection {application_name!r} within {timeout} s")
+
+
+def test_a_worker_whose_listen_connection_is_killed_listens_again_and_claims_new_runs_at_once(
+    system: System, api: httpx.Client, db: psycopg.Connection[Any], make_task_flow
+):
+    flow = make_task_flow(prompts=["after the LISTEN connection was cut"])
+    # A worker that polls Prefect only every 2 minutes: within the test, only a NOTIFY on
+    # its LISTEN connection can wake it for a new run. The session's worker would claim the
+    # run by polling, so it makes way for the test.
+    system.worker().stop()
+    worker = system.supervisor.start(
+        "worker", worker_argv(), env={**system.env, "WORKER_POLL_S": "120"}, cwd=PROJECT_ROOT
+    )
+    try:
+        application_name = f"{LISTEN_APPLICATION_NAME}-{worker.pid}"
+        backend = _wait_for_listen_backend(db, application_name, None, timeout=90)
+        # Cut it several times in a row: each time it is back at once (a connection that
+        # worked resets the backoff), never stuck waiting.
+        for _ in range(3):
+            db.execute("SELECT pg_terminate_backend(%s)", (backend,))
+            clock = time.monotonic()
+            backend = _wait_for_listen_backend(db, application_name, backend, timeout=10)
+            print(f"LISTEN again {time.monotonic() - clock:.2f} s after pg_terminate_backend")
+
+        clock = time.monotonic()
+        started = _run(api, flow["id"])
+        done = wait_for_execution(api, started["execution_id"], timeout=60)
+        claimed_after = time.monotonic() - clock
+    finally:
+        worker.stop()
+        system.start_worker()
+    assert done["status"] == "completed", done
+    assert claimed_after < 30, f"the run waited {claimed_after:.1f} s: it was found by polling"
+    assert "Listening again" in worker.log_tail(200), worker.log_tail()

@@ -20,6 +20,7 @@ Run it with `python -m worker`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -50,6 +51,7 @@ from deployments.scheduled_prompts import sync_all_scheduled_prompts
 from deployments.sync import ensure_work_pool, sync_all
 from flows import run_control
 from flows.channels import EXECUTION_CHANGES, WORKER_WAKEUP
+from flows.retrying import Backoff
 from flows.runtime import close_runtime, get_runtime
 from flows.scheduled_prompt_store import ScheduledPromptStore
 from flows.settings import Settings, get_settings
@@ -66,6 +68,12 @@ CANCEL_CHECK_S = 2.0
 # How long in-flight runs get to wind down on SIGTERM before they are cut off.
 STOP_GRACE_S = 10.0
 STOP_REASON = "The worker stopped while the run was in flight; retry it to resume."
+# Waits before listening again after the LISTEN connection was lost, and before polling
+# again after a failed poll: quick after one failure, backing off while the database or
+# Prefect stays away (so a restarting server is not hammered), reset by a success.
+RETRY_BACKOFF = Backoff(base_s=0.5, cap_s=10.0)
+# How the worker's LISTEN connection shows in pg_stat_activity (with the worker's pid).
+LISTEN_APPLICATION_NAME = "taskflows-worker-listen"
 
 
 class Worker:
@@ -170,11 +178,20 @@ class Worker:
     async def _listen(self) -> None:
         """Wake the claim loop on new flow runs; stop runs whose execution was cancelled."""
         url = get_settings().resolved_database_url()
+        failures = 0
         while not self._stopping.is_set():
             try:
-                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                async with await psycopg.AsyncConnection.connect(
+                    url,
+                    autocommit=True,
+                    application_name=f"{LISTEN_APPLICATION_NAME}-{os.getpid()}",
+                    connect_timeout=10,
+                ) as conn:
                     await conn.execute(f"LISTEN {WORKER_WAKEUP}")
                     await conn.execute(f"LISTEN {EXECUTION_CHANGES}")
+                    if failures:
+                        logger.info("Listening again after %d failed attempt(s)", failures)
+                    failures = 0
                     self._poll_due = True  # anything announced while we were away
                     self._wake.set()
                     async for notify in conn.notifies():
@@ -183,8 +200,15 @@ class Worker:
                         else:
                             self._on_execution_change(notify.payload)
             except psycopg.Error as exc:
-                logger.warning("LISTEN connection lost (%r); reconnecting", exc)
-                await asyncio.sleep(1.0)
+                delay = RETRY_BACKOFF.delay(failures)
+                failures += 1
+                logger.warning("LISTEN connection lost (%r); reconnecting in %.1f s", exc, delay)
+                await self._pause(delay)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait `seconds`, or less when the worker is told to stop meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
     def _on_announcement(self, payload: str) -> None:
         """A new flow run: keep it to claim directly, or poll when the payload is only an id
@@ -208,6 +232,7 @@ class Worker:
                 run_control.request_cancel(run.flow_run_id)
 
     async def _claim_loop(self) -> None:
+        failed_polls = 0
         while not self._stopping.is_set():
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.worker_poll_s)
@@ -222,8 +247,12 @@ class Worker:
                     await self._claim_scheduled_runs()
             except Exception as exc:
                 self._poll_due = True
-                logger.warning("Polling for flow runs failed: %r", exc)
-                await asyncio.sleep(1.0)
+                delay = RETRY_BACKOFF.delay(failed_polls)
+                failed_polls += 1
+                logger.warning("Polling for flow runs failed (%r); again in %.1f s", exc, delay)
+                await self._pause(delay)
+            else:
+                failed_polls = 0
 
     async def _claim_announced_runs(self) -> bool:
         """Claim the runs announced by NOTIFY; False when the slots ran out first."""
