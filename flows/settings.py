@@ -109,12 +109,13 @@ class Settings(BaseSettings):
 
     data_dir: Path = PROJECT_ROOT / ".data"
 
-    # Exposure of the API (see api/security.py and api/host_origin.py). Host names the API
+    # Exposure of the API (see check_exposure below and api/host_origin.py). Host names the API
     # answers to besides loopback and API_HOST (comma separated; "*" turns the check off).
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default=[], validation_alias="taskflows_allowed_hosts"
     )
-    # API_HOST beyond loopback without TASKFLOWS_API_TOKEN is refused unless this is set.
+    # API_HOST beyond loopback without TASKFLOWS_API_TOKEN is refused (`check_exposure`)
+    # unless this is set.
     allow_no_token: bool = Field(default=False, validation_alias="taskflows_allow_no_token")
     # Live streams (SSE) one API process serves at once; one more gets a 503.
     max_streams: int = Field(default=500, ge=1, le=100_000)
