@@ -173,3 +173,21 @@ def test_the_sync_moves_a_deployment_of_the_shared_flow_with_its_schedule_and_ru
         wait_for_flow_run(prefect_api, started["flow_run_id"])["flow_id"] == deployment["flow_id"]
     )
     api.delete(f"/api/task_flows/{task_flow['id']}/schedule")
+
+
+def test_a_run_whose_deployment_was_deleted_in_prefect_recreates_it(
+    api: httpx.Client, prefect_api: httpx.Client, fake_agent, make_task_flow
+):
+    task_flow = make_task_flow(prompts=["still here"])
+    gone = prefect_api.delete(f"/deployments/{task_flow['deployment_id']}")
+    assert gone.status_code == 204, gone.text
+
+    started = api.post(f"/api/task_flows/{task_flow['id']}/run")
+    assert started.status_code in (200, 201, 202), started.text
+    done = wait_for_execution(api, started.json()["execution_id"])
+    assert done["status"] == "completed", done
+    flow_run = wait_for_flow_run(prefect_api, started.json()["flow_run_id"])
+    assert flow_run["deployment_id"] != task_flow["deployment_id"]
+    assert api.get(f"/api/task_flows/{task_flow['id']}").json()["deployment_id"] == (
+        flow_run["deployment_id"]
+    )
