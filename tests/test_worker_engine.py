@@ -24,7 +24,11 @@ import prefect.task_engine
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRunPolicy, TaskRun
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import (
+    PREFECT_API_URL,
+    PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED,
+    temporary_settings,
+)
 from prefect.states import Pending
 
 from flows import artifacts as artifacts_module
@@ -100,6 +104,25 @@ def test_the_worker_client_answers_only_the_engines_no_retry_policy_update_itsel
                     )
 
         asyncio.run(updates())
+
+
+def test_runs_resolve_their_result_storage_without_building_a_client_each() -> None:
+    # The engine resolves the flow's result storage at the start of every run, and that
+    # builds a synchronous Prefect client (an SSL context: ~15 ms) unless one is in context.
+    settings = {
+        PREFECT_API_URL: "http://127.0.0.1:9/api",
+        PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED: False,
+    }
+    with temporary_settings(updates=settings), engine_patches.shared_sync_client():
+        shared = get_client(sync_client=True)
+
+        async def a_run() -> Any:
+            update_for_flow: Any = prefect.results.ResultStore().update_for_flow
+            update_for_flow(run_task_flow, _sync=True)
+            return get_client(sync_client=True)
+
+        # A flow run is an asyncio task of the worker: it inherits the context.
+        assert asyncio.run(a_run()) is shared
 
 
 def test_a_task_runs_first_pending_event_is_not_sent() -> None:

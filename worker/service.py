@@ -109,34 +109,38 @@ class Worker:
         drop_completed_task_records()
         run_control.set_worker_name(self.name)
         runtime = await get_runtime()
-        async with get_client() as client:
-            engine_patches.skip_policy_updates(client)
-            self._client = client
-            await ensure_work_pool(client, self.settings.work_pool)
-            await self._heartbeat()
-            # In the background: a large install has many deployments to check, and runs
-            # must not wait for that.
-            sync = asyncio.create_task(self._sync_deployments(runtime.pool), name="sync")
-            loops = [
-                sync,
-                asyncio.create_task(self._listen(), name="listen"),
-                asyncio.create_task(self._every(HEARTBEAT_S, self._heartbeat), name="heartbeat"),
-                asyncio.create_task(
-                    self._every(CANCEL_CHECK_S, self._check_cancellations), name="cancel"
-                ),
-                asyncio.create_task(
-                    self._every(self.settings.lease_renew_s, self._renew_leases), name="leases"
-                ),
-            ]
-            logger.info("Worker %r serving work pool %r", self.name, self.settings.work_pool)
-            try:
-                await self._claim_loop()
-            finally:
-                for loop in loops:
-                    loop.cancel()
-                await asyncio.gather(*loops, return_exceptions=True)
-                await self._wind_down()
-                self._client = None
+        # Built once, here, on the event loop before any run (see engine_patches).
+        with engine_patches.shared_sync_client():
+            async with get_client() as client:
+                engine_patches.skip_policy_updates(client)
+                self._client = client
+                await ensure_work_pool(client, self.settings.work_pool)
+                await self._heartbeat()
+                # In the background: a large install has many deployments to check, and runs
+                # must not wait for that.
+                sync = asyncio.create_task(self._sync_deployments(runtime.pool), name="sync")
+                loops = [
+                    sync,
+                    asyncio.create_task(self._listen(), name="listen"),
+                    asyncio.create_task(
+                        self._every(HEARTBEAT_S, self._heartbeat), name="heartbeat"
+                    ),
+                    asyncio.create_task(
+                        self._every(CANCEL_CHECK_S, self._check_cancellations), name="cancel"
+                    ),
+                    asyncio.create_task(
+                        self._every(self.settings.lease_renew_s, self._renew_leases), name="leases"
+                    ),
+                ]
+                logger.info("Worker %r serving work pool %r", self.name, self.settings.work_pool)
+                try:
+                    await self._claim_loop()
+                finally:
+                    for loop in loops:
+                        loop.cancel()
+                    await asyncio.gather(*loops, return_exceptions=True)
+                    await self._wind_down()
+                    self._client = None
         await close_runtime()
 
     async def _sync_deployments(self, pool: Any) -> None:
