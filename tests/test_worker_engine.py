@@ -24,6 +24,7 @@ import prefect.task_engine
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRunPolicy, TaskRun
+from prefect.logging.handlers import PrefectConsoleHandler
 from prefect.settings import (
     PREFECT_API_URL,
     PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED,
@@ -35,7 +36,7 @@ from flows import artifacts as artifacts_module
 from flows.artifacts import RunArtifacts
 from flows.taskflow import run_task_flow
 from worker import engine_patches
-from worker.run_logs import CompletedTaskRecordsDropped, drop_completed_task_records
+from worker.run_logs import CompletedTaskRecordsDropped, drop_completed_task_records, plain_console
 
 
 def test_an_unverified_prefect_is_a_warning_that_names_what_is_unverified(
@@ -183,6 +184,25 @@ def test_only_completed_task_records_are_dropped() -> None:
     )
     drop_completed_task_records()  # idempotent: still one filter
     assert sum(isinstance(f, CompletedTaskRecordsDropped) for f in task_runs.filters) == 1
+
+
+def test_the_console_prints_the_same_lines_without_rich() -> None:
+    # Prefect's logging config (set up when prefect is imported) prints every record through
+    # one console handler on the root logger; flow-run records propagate to it.
+    root = logging.getLogger()
+    before = [h for h in root.handlers if isinstance(h, PrefectConsoleHandler)]
+    assert before, "Prefect's logging config has no console handler any more"
+    record = _record("prefect.flow_runs", logging.INFO, "Beginning flow run 'x'")
+    record.flow_run_name = "hello #1"
+    line = before[0].format(record)
+    plain_console()
+    plain_console()  # idempotent
+    for logger in [root, *logging.Logger.manager.loggerDict.values()]:
+        if isinstance(logger, logging.Logger):
+            assert not any(isinstance(h, PrefectConsoleHandler) for h in logger.handlers)
+    after = [h for h in root.handlers if type(h) is logging.StreamHandler]
+    assert len(after) == len(before) and after[0].format(record) == line
+    assert "Flow run 'hello #1' - Beginning flow run 'x'" in line
 
 
 def test_progress_artifact_writes_are_throttled_and_the_last_count_is_written(

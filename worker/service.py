@@ -57,7 +57,7 @@ from flows.scheduled_prompt_store import ScheduledPromptStore
 from flows.settings import Settings, get_settings
 from flows.task_flow_store import TaskFlowStore
 from worker import engine_patches
-from worker.run_logs import drop_completed_task_records
+from worker.run_logs import drop_completed_task_records, plain_console
 from worker.warm_up import warm_up
 
 logger = logging.getLogger("taskflows.worker")
@@ -107,6 +107,7 @@ class Worker:
     async def serve(self) -> None:
         engine_patches.apply()
         drop_completed_task_records()
+        plain_console()
         run_control.set_worker_name(self.name)
         runtime = await get_runtime()
         # Built once, here, on the event loop before any run (see engine_patches).
