@@ -39,7 +39,10 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     """Open the pool and the clients; close them all on exit, whatever happened."""
     async with AsyncExitStack() as stack:
         pool = create_pool(
-            settings.resolved_database_url(), max_size=settings.db_pool_max, name="taskflows-api"
+            settings.resolved_database_url(),
+            max_size=settings.db_pool_max,
+            name="taskflows-api",
+            timeout=settings.db_wait_s,
         )
         await pool.open(wait=False)
         stack.push_async_callback(pool.close)

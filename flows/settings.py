@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     db_user: str | None = None
     db_password: SecretStr | None = None
     db_pool_max: int = Field(default=10, ge=1, le=200)
+    # How long an API request waits for a database connection before it answers 503: the
+    # pool's 30 s made every request hang that long while PostgreSQL was down. Under load
+    # a connection frees up in milliseconds, so a few seconds is a wait for an outage.
+    db_wait_s: float = Field(default=5.0, gt=0, le=300)
 
     # Agent API (OpenAI-compatible).
     agent_api_url: str | None = None
