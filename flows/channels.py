@@ -1,8 +1,12 @@
 """The PostgreSQL NOTIFY channels taskflows uses: every LISTEN and pg_notify names them from here.
 
-- `EXECUTION_CHANGES`: sent by the trigger on `flow_executions` (see `sql/`) on every insert
-  and every update a user can see, payload `{"id", "status", "current_prompt_index"}`. The
-  API's live feed (`api.live`) and the worker (which stops runs cancelled by the API) listen.
+- `EXECUTION_CHANGES`: sent by the triggers on `flow_executions` and `execution_results`
+  (see `sql/`) on every change a reader can see (an insert, update or delete of an
+  execution or of one of its results; a lease renewal is not one), payload `{"id", "status",
+  "current_prompt_index"}` of the execution as it is now (status and index null once it is
+  deleted; all null after a TRUNCATE: anything may have changed). The API's live feed
+  (`api.live`, which also keeps the hot reads' cache right) and the worker (which stops runs
+  cancelled by the API) listen.
 - `PARTIAL_OUTPUT`: the agent's text while it is written (`flows.partials`), payload
   `{"id", "index", "attempt", "offset", "delta"}`; relayed by the live feed.
 - `WORKER_WAKEUP`: sent by `deployments.launch.wake_workers` right after a flow run is
