@@ -11,7 +11,11 @@ before. Anything else, including every request FastAPI would refuse (an out-of-r
 `limit`, an id that is not a number, an unknown parameter), goes on to the FastAPI routes,
 which also keep describing these endpoints in the OpenAPI document.
 
-Nothing is cached: every answer is read from the tables.
+The answers come from the process's read cache (`api.read_cache`) when it holds them and
+is on: the same bytes, dropped on every NOTIFY of a change, off while the live feed's
+LISTEN connection is down, and off altogether with `READ_CACHE=false`. `/{id}`'s
+`partial_response` (the text in flight) is put in on every request, never cached. The
+FastAPI routes always read the tables.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import check_token
+from api.read_cache import ACTIVE_KEY, execution_key, recent_key
 from api.resources import Resources
-from api.routes.executions import active_body, execution_body, recent_body
+from api.routes.executions import active_body, recent_body, stored_execution, with_partial
 from api.schemas import MAX_ID
 
 _PREFIX = "/api/executions/"
@@ -68,13 +73,31 @@ def _hot_read(scope: Scope) -> Read | None:
     tail = path[len(_PREFIX) :]
     query: bytes = scope["query_string"]
     if tail == "active":
-        return active_body if not query else None
+        return _active if not query else None
     if tail == "recent":
         return _recent(query)
     execution_id = _whole_number(tail)
     if execution_id is None or query:
         return None
-    return lambda resources: execution_body(resources, execution_id)
+    return lambda resources: _execution(resources, execution_id)
+
+
+async def _active(resources: Resources) -> bytes:
+    return await resources.live.read_cache.read(
+        ACTIVE_KEY, lambda: active_body(resources), len, is_list=True
+    )
+
+
+async def _execution(resources: Resources, execution_id: int) -> bytes:
+    # In the order of `execution_body`: the text in flight, then the execution.
+    partial = resources.live.partial_of(execution_id)
+    body, status = await resources.live.read_cache.read(
+        execution_key(execution_id),
+        lambda: stored_execution(resources, execution_id),
+        lambda stored: len(stored[0]),
+        is_list=False,
+    )
+    return with_partial(body, status, partial)
 
 
 def _recent(query: bytes) -> Read | None:
@@ -93,8 +116,11 @@ def _recent(query: bytes) -> Read | None:
         return None
     if "before_id" in params and before_id is None:
         return None
-    return lambda resources: recent_body(
-        resources, limit=limit, before_id=before_id, results=results
+    return lambda resources: resources.live.read_cache.read(
+        recent_key(limit, before_id, results),
+        lambda: recent_body(resources, limit=limit, before_id=before_id, results=results),
+        len,
+        is_list=True,
     )
 
 

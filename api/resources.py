@@ -2,8 +2,9 @@
 
 One bounded psycopg pool, one Prefect client and one HTTP client for the agent, shared by
 every request, and the live feed of execution changes (`api.live`: one LISTEN connection,
-opened by the first event stream). The pool opens without waiting, so the API starts (and
-answers 503 with a sentence) while the database is briefly down.
+opened at start-up), which also keeps the hot reads' cache (`api.read_cache`) right. The
+pool opens without waiting, so the API starts (and answers 503 with a sentence) while the
+database is briefly down.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from prefect.client.orchestration import PrefectClient, get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from api.live import ExecutionFeed, open_execution_feed
+from api.read_cache import ReadCache
 from flows.database import Pool, create_pool
 from flows.settings import Settings
 
@@ -53,6 +55,9 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
                 database_url=settings.resolved_database_url(),
                 pool=pool,
                 prefect_ui_url=settings.resolved_prefect_ui_url(),
+                read_cache=ReadCache(
+                    enabled=settings.read_cache, max_bytes=settings.read_cache_mb * 1024 * 1024
+                ),
             )
         )
         yield Resources(

@@ -125,6 +125,10 @@ class Settings(BaseSettings):
     max_streams: int = Field(default=500, ge=1, le=100_000)
     # A stream whose client has not taken a message within this many seconds is closed.
     stream_send_timeout_s: float = Field(default=30.0, gt=0)
+    # The hot reads (/active, /recent, /{id}) answered from memory, dropped on every NOTIFY
+    # of a change (api/read_cache.py); at most `read_cache_mb` MiB of answers per process.
+    read_cache: bool = True
+    read_cache_mb: int = Field(default=64, ge=1, le=65536)
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod

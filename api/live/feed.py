@@ -16,6 +16,10 @@ changes, after the subscriber was registered and while LISTEN is active, so ever
 is either in the snapshot or in an event after it. When the LISTEN connection is lost,
 changes made until it is back were not heard: every subscriber then gets a fresh snapshot.
 
+The same notifications keep the hot reads' cache right (`read_cache`, `api.read_cache`):
+each one drops what it may have changed the moment it is read from the socket, and the
+cache is off while the LISTEN connection is not up.
+
 Example:
 
     async with open_execution_feed(database_url=url, pool=pool, prefect_ui_url=ui) as feed:
@@ -39,6 +43,7 @@ from api.live import sse
 from api.live.partials import PartialTexts, parse_piece
 from api.live.shutdown import on_shutdown_signal
 from api.live.summary import summaries_json
+from api.read_cache import ReadCache
 from flows.channels import EXECUTION_CHANGES, PARTIAL_OUTPUT
 from flows.database import Pool
 from flows.execution_store import ACTIVE_STATUSES, ExecutionStore, SummaryRow
@@ -94,6 +99,8 @@ class ExecutionFeed:
     queue_size: int = QUEUE_SIZE
     liveness_check_s: float = LIVENESS_CHECK_S
     application_name: str = "taskflows-api-live"
+    # Off until LISTEN is up; pass `ReadCache(enabled=False)` to never keep anything.
+    read_cache: ReadCache = field(default_factory=ReadCache)
 
     _subscribers: set[Subscription] = field(default_factory=set, init=False)
     # Subscribers waiting for their (first or fresh) snapshot.
@@ -192,9 +199,15 @@ class ExecutionFeed:
                         logger.info("Live feed: listening again; sending fresh snapshots.")
                     failures = 0
                     self._resync_everyone()
-                    async with asyncio.TaskGroup() as group:
-                        group.create_task(self._receive(conn))
-                        group.create_task(self._publish())
+                    # Every change committed from now on is heard; earlier ones may not
+                    # have been: the cache starts empty.
+                    self.read_cache.listening()
+                    try:
+                        async with asyncio.TaskGroup() as group:
+                            group.create_task(self._receive(conn))
+                            group.create_task(self._publish())
+                    finally:
+                        self.read_cache.not_listening()
             except* psycopg.OperationalError as lost:
                 logger.warning(
                     "Live feed: the database connection is lost (%s); reconnecting.",
@@ -212,19 +225,31 @@ class ExecutionFeed:
         self._wakeup.set()
 
     async def _receive(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        while True:
-            async for notify in conn.notifies(timeout=self.liveness_check_s):
-                if notify.channel == PARTIAL_OUTPUT:
-                    self._forward_partial(notify.payload)
-                else:
-                    self._note_change(notify.payload)
-            await conn.execute("SELECT 1")  # raises OperationalError when the server is gone
+        try:
+            while True:
+                async for notify in conn.notifies(timeout=self.liveness_check_s):
+                    if notify.channel == PARTIAL_OUTPUT:
+                        self._forward_partial(notify.payload)
+                    else:
+                        self._note_change(notify.payload)
+                await conn.execute("SELECT 1")  # raises OperationalError when the server is gone
+        finally:
+            # At once, in the step that saw the connection fail, not once the task group
+            # has also stopped `_publish`: a change from now on would go unheard.
+            self.read_cache.not_listening()
 
     def _note_change(self, payload: str) -> None:
         try:
-            execution_id = int(json.loads(payload)["id"])
+            change = json.loads(payload)
+            execution_id = None if change["id"] is None else int(change["id"])
         except (ValueError, KeyError, TypeError):
             logger.warning("Live feed: ignoring a notification it cannot read: %.200r", payload)
+            self.read_cache.changed(None)  # whatever it was about, drop everything
+            return
+        self.read_cache.changed(execution_id)
+        if execution_id is None:
+            # A TRUNCATE (sql/011): no list of changed ids, so everyone starts over.
+            self._resync_everyone()
             return
         self._changed.add(execution_id)
         self._wakeup.set()
@@ -318,10 +343,19 @@ class ExecutionFeed:
 
 @asynccontextmanager
 async def open_execution_feed(
-    *, database_url: str, pool: Pool, prefect_ui_url: str
+    *,
+    database_url: str,
+    pool: Pool,
+    prefect_ui_url: str,
+    read_cache: ReadCache | None = None,
 ) -> AsyncIterator[ExecutionFeed]:
     """A feed for this process, its streams ended at shutdown (see `on_shutdown_signal`)."""
-    feed = ExecutionFeed(database_url=database_url, pool=pool, prefect_ui_url=prefect_ui_url)
+    feed = ExecutionFeed(
+        database_url=database_url,
+        pool=pool,
+        prefect_ui_url=prefect_ui_url,
+        read_cache=ReadCache() if read_cache is None else read_cache,
+    )
     feed.start()
     try:
         with on_shutdown_signal(feed.end_streams):

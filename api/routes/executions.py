@@ -65,22 +65,35 @@ async def _execution_bytes(
 
     `partial` (the answer being written, from the live feed) is shown only while running.
     """
+    body, status = await _stored_execution(executions, execution_id, settings)
+    return with_partial(body, status, partial)
+
+
+async def _stored_execution(
+    executions: ExecutionStore, execution_id: int, settings: Settings
+) -> tuple[bytes, str]:
+    """The execution object as stored (`partial_response` null) and its status."""
     found = await executions.execution_json(
         execution_id, prefect_ui_url=settings.resolved_prefect_ui_url()
     )
     if found is None:
         raise NotFoundError(f"Execution {execution_id} does not exist.")
-    body, status = found
-    if partial is not None and status == "running":
-        # The object PostgreSQL built ends with `"partial_response" : null}`: swap the null.
-        assert body.endswith(b"null}")
-        body = body[: -len(b"null}")] + json.dumps(partial, separators=(",", ":")).encode() + b"}"
-    return body
+    return found
+
+
+def with_partial(body: bytes, status: str, partial: dict[str, object] | None) -> bytes:
+    """`body` with the text being written as `partial_response`, shown only while running."""
+    if partial is None or status != "running":
+        return body
+    # The object PostgreSQL built ends with `"partial_response" : null}`: swap the null.
+    assert body.endswith(b"null}")
+    return body[: -len(b"null}")] + json.dumps(partial, separators=(",", ":")).encode() + b"}"
 
 
 # The bodies of the three hot reads, shared by the routes below (which FastAPI validates and
 # documents) and by `api.hot_reads`, which answers the common, plainly valid requests for
-# them without FastAPI's routing and dependency resolution.
+# them without FastAPI's routing and dependency resolution, from its cache when it can
+# (`api.read_cache`). The routes always read the tables.
 
 
 async def active_body(resources: Resources) -> bytes:
@@ -107,6 +120,12 @@ async def execution_body(resources: Resources, execution_id: int) -> bytes:
     partial = resources.live.partial_of(execution_id)
     executions = ExecutionStore(resources.pool)
     return await _execution_bytes(executions, execution_id, resources.settings, partial)
+
+
+async def stored_execution(resources: Resources, execution_id: int) -> tuple[bytes, str]:
+    """One execution as stored, `partial_response` null, and its status (for `with_partial`);
+    NotFoundError when there is none. What `api.read_cache` keeps for `/{id}`."""
+    return await _stored_execution(ExecutionStore(resources.pool), execution_id, resources.settings)
 
 
 # /active and /recent come before /{execution_id}, which would otherwise match them.
