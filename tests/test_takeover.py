@@ -228,13 +228,14 @@ def _check_served(api: httpx.Client, ids: dict[str, int], results_type: str) -> 
 
     failed = execution("failed")
     assert failed["status"] == "failed" and failed["error"] == "agent said no"
-    assert failed["prompt_results"] == OLD_RESULTS
+    # Each old item, plus the prompt it answers (its position), as taskflows' own items have.
+    assert failed["prompt_results"] == [{**r, "index": i} for i, r in enumerate(OLD_RESULTS)]
     assert failed["prompts"] == ["Plan the day", "Book a table"]
 
     running = execution("running")
     assert running["status"] == "failed" and running["completed_at"]
     assert "took over this database" in running["error"]
-    assert running["prompt_results"] == OLD_RESULTS[:1]
+    assert running["prompt_results"] == [{**OLD_RESULTS[0], "index": 0}]
 
     nulls = execution("nulls")
     assert nulls["status"] == "completed" and nulls["current_prompt_index"] == 0
@@ -258,7 +259,7 @@ def _check_served(api: httpx.Client, ids: dict[str, int], results_type: str) -> 
 
     # The history of a deleted task flow stays (the cascading foreign key is gone).
     assert api.delete(f"/api/task_flows/{ids['flow']}").status_code == 200
-    assert execution("failed")["prompt_results"] == OLD_RESULTS
+    assert execution("failed")["prompt_results"] == failed["prompt_results"]
 
 
 _EXECUTION_KEYS = {"completed", "failed", "running", "nulls", "garbled"}

@@ -66,7 +66,9 @@ function renderDetails(row, id) {
 
 function updateResult(item, { id: index, prompt, result }) {
   field(item, 'n').textContent = `${index + 1}.`;
-  field(item, 'prompt').textContent = prompt;
+  // The prompt the result answers, as sent; an execution taken over from the old system
+  // lists its task flow's prompts as they are now, which may have changed since.
+  field(item, 'prompt').textContent = result?.prompt ?? prompt;
   const badge = field(item, 'status');
   const responsePair = field(item, 'response-pair');
   const error = field(item, 'error');
