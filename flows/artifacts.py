@@ -4,11 +4,11 @@ of prompt / response excerpt / duration / tokens at the end.
 Artifacts are a courtesy to Prefect UI users, never a reason to slow or fail a run: every
 write happens in the background and errors are logged and dropped. Progress is for runs
 long enough to watch: the progress artifact is first written once a run has lasted
-`PROGRESS_EVERY_S`, then at most once per `PROGRESS_EVERY_S` (the latest count wins), and
-brought to 100 % when the run ends. A run shorter than that has only its results table:
-each progress write is an API call and a database row on the Prefect server, and under a
-burst of short runs (which a loaded machine stretches, so they would write more) those
-writes cost as much as the runs themselves.
+`PROGRESS_INTERVAL_S` (a setting, 5 s by default: flows/settings.py), then at most that
+often (the latest count wins), and brought to 100 % when the run ends. A run shorter than
+that has only its results table: each progress write is an API call and a database row on
+the Prefect server, and under a burst of short runs (which a loaded machine stretches, so
+they would write more) those writes cost as much as the runs themselves.
 """
 
 from __future__ import annotations
@@ -29,9 +29,6 @@ from prefect.artifacts import (
 logger = logging.getLogger("taskflows.artifacts")
 
 EXCERPT_CHARS = 160
-# Prefect UI users see progress at most this late; runs shorter than this write none.
-# `PROGRESS_INTERVAL_S` sets it for the worker (flows/settings.py).
-PROGRESS_EVERY_S = 5.0
 
 
 def artifact_key(call_name: str) -> str:
@@ -62,9 +59,7 @@ def results_table(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 class RunArtifacts:
     """The artifacts of one flow run."""
 
-    def __init__(
-        self, *, call_name: str, total: int, progress_every_s: float = PROGRESS_EVERY_S
-    ) -> None:
+    def __init__(self, *, call_name: str, total: int, progress_every_s: float) -> None:
         self._call_name = call_name
         self._total = total
         self._every_s = progress_every_s
