@@ -115,34 +115,36 @@ class Worker:
             async with get_client() as client:
                 engine_patches.skip_policy_updates(client)
                 self._client = client
-                await ensure_work_pool(client, self.settings.work_pool)
-                await self._heartbeat()
-                # In the background: a large install has many deployments to check, and runs
-                # must not wait for that.
-                sync = asyncio.create_task(self._sync_deployments(runtime.pool), name="sync")
-                loops = [
-                    sync,
-                    asyncio.create_task(self._listen(), name="listen"),
-                    asyncio.create_task(
-                        self._every(HEARTBEAT_S, self._heartbeat), name="heartbeat"
-                    ),
-                    asyncio.create_task(
-                        self._every(CANCEL_CHECK_S, self._check_cancellations), name="cancel"
-                    ),
-                    asyncio.create_task(
-                        self._every(self.settings.lease_renew_s, self._renew_leases), name="leases"
-                    ),
-                ]
-                logger.info("Worker %r serving work pool %r", self.name, self.settings.work_pool)
                 try:
-                    await self._claim_loop()
+                    await self._serve_with(client, runtime.pool)
                 finally:
-                    for loop in loops:
-                        loop.cancel()
-                    await asyncio.gather(*loops, return_exceptions=True)
-                    await self._wind_down()
                     self._client = None
         await close_runtime()
+
+    async def _serve_with(self, client: PrefectClient, pool: Any) -> None:
+        await ensure_work_pool(client, self.settings.work_pool)
+        await self._heartbeat()
+        # In the background: a large install has many deployments to check, and runs must
+        # not wait for that.
+        loops = [
+            asyncio.create_task(self._sync_deployments(pool), name="sync"),
+            asyncio.create_task(self._listen(), name="listen"),
+            asyncio.create_task(self._every(HEARTBEAT_S, self._heartbeat), name="heartbeat"),
+            asyncio.create_task(
+                self._every(CANCEL_CHECK_S, self._check_cancellations), name="cancel"
+            ),
+            asyncio.create_task(
+                self._every(self.settings.lease_renew_s, self._renew_leases), name="leases"
+            ),
+        ]
+        logger.info("Worker %r serving work pool %r", self.name, self.settings.work_pool)
+        try:
+            await self._claim_loop()
+        finally:
+            for loop in loops:
+                loop.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await self._wind_down()
 
     async def _sync_deployments(self, pool: Any) -> None:
         try:  # first what the first run would wait for, then the (slower) sync
