@@ -2,8 +2,9 @@
 
 Sequential 1-prompt runs (a few warm-up runs first); p50 and p95 per repeat, the median
 over repeats in the table. For each run the Prefect flow run's state timestamps
-(Scheduled -> Pending -> Running) and the execution's `started_at` split the path into:
-the API, the claim, the engine start-up and the flow body up to the first request.
+(Scheduled -> Running: the worker claims an API-started run in its execution row, with no
+Pending state) and the execution's `started_at` split the path into: the API, the wake-up
+with the claim and the engine start-up, and the flow body up to the first request.
 
 Baseline: a NOTIFY to the baseline runner -> the agent receiving its first prompt.
 """
@@ -230,7 +231,6 @@ def _breakdown(samples: list[LaunchSample]) -> list[Row]:
                 "response": s.launched.answered_at,
                 "created": s.flow_run_created,
                 "scheduled": s.states.get("SCHEDULED", float("nan")),
-                "pending": s.states.get("PENDING", float("nan")),
                 "running": s.states.get("RUNNING", float("nan")),
                 "body": s.body_started_at,
                 "agent": s.first_request_at,
@@ -243,8 +243,7 @@ def _breakdown(samples: list[LaunchSample]) -> list[Row]:
     segments = [
         ("post", "response", "POST answered (API: row, flow run, NOTIFY)"),
         ("post", "created", "POST -> Prefect flow run created"),
-        ("created", "pending", "flow run created -> Pending (wake-up + claim)"),
-        ("pending", "running", "Pending -> Running (engine start-up)"),
+        ("created", "running", "flow run created -> Running (wake-up, claim, engine start-up)"),
         ("running", "body", "Running -> flow body marks execution running"),
         ("body", "agent", "flow body -> first agent request (task run, HTTP)"),
     ]

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import datetime
+from enum import Enum
 from typing import Any
 from uuid import UUID
 
@@ -135,6 +136,16 @@ class SummaryRow:
 
 
 _as_summary_row = class_row(SummaryRow)
+
+
+class Claim(Enum):
+    """What `ExecutionStore.claim_queued` found."""
+
+    CLAIMED = "claimed"  # this worker holds the queued execution now
+    TAKEN = "taken"  # another live worker claimed it first
+    # No queued execution for the flow run: a run started in the Prefect UI or by a
+    # schedule (the flow body creates its execution), or a retry of an ended one.
+    NO_QUEUED_EXECUTION = "no queued execution"
 
 
 class ExecutionStore:
@@ -430,6 +441,43 @@ class ExecutionStore:
                 "UPDATE flow_executions SET flow_run_id = %s, updated_at = now() WHERE id = %s",
                 (flow_run_id, execution_id),
             )
+
+    async def claim_queued(
+        self, flow_run_id: UUID, *, worker_name: str, lease_expiry_s: float
+    ) -> Claim:
+        """Take the queued execution of `flow_run_id` for `worker_name`, before its flow run
+        starts; the answer says whether this worker got it.
+
+        The claim is the row's `worker_name` and `heartbeat_at` (no `updated_at`: nothing a
+        user sees changed, so no NOTIFY). A claim whose holder went quiet for longer than
+        `lease_expiry_s` (it died between claiming and starting) can be taken over.
+        Concurrent claims queue on the row lock and re-check the condition, so exactly one
+        worker gets it.
+        """
+        async with self._pool.connection() as conn:
+            cursor = conn.cursor(row_factory=tuple_row)
+            await cursor.execute(
+                """
+                WITH claimed AS (
+                    UPDATE flow_executions
+                    SET worker_name = %(worker)s, heartbeat_at = now()
+                    WHERE flow_run_id = %(flow_run_id)s AND status = 'queued'
+                      AND (worker_name IS NULL OR worker_name = %(worker)s
+                           OR heartbeat_at IS NULL
+                           OR heartbeat_at < now() - make_interval(secs => %(expiry)s))
+                    RETURNING id
+                )
+                SELECT EXISTS (SELECT FROM claimed),
+                       EXISTS (SELECT FROM flow_executions
+                               WHERE flow_run_id = %(flow_run_id)s AND status = 'queued')
+                """,
+                {"flow_run_id": flow_run_id, "worker": worker_name, "expiry": lease_expiry_s},
+            )
+            row = await cursor.fetchone()
+        claimed, queued = row if row is not None else (False, False)
+        if claimed:
+            return Claim.CLAIMED
+        return Claim.TAKEN if queued else Claim.NO_QUEUED_EXECUTION
 
     async def start_execution(
         self, execution_id: int, *, flow_run_id: UUID | None, worker_name: str | None

@@ -220,7 +220,9 @@ def test_the_lean_server_still_shows_task_runs_with_their_states_and_the_run_gra
     flow_states = prefect_api.get(
         "/flow_run_states/", params={"flow_run_id": started["flow_run_id"]}
     ).json()
-    assert [s["type"] for s in flow_states][-3:] == ["PENDING", "RUNNING", "COMPLETED"]
+    # The worker claims an API-started run in its execution row, not by proposing Pending
+    # (worker/service.py `_claim`): the flow run goes from Scheduled straight to Running.
+    assert [s["type"] for s in flow_states] == ["SCHEDULED", "RUNNING", "COMPLETED"]
 
     task_runs = _task_runs(prefect_api, started["flow_run_id"], 2)
     for task_run in task_runs:

@@ -6,6 +6,7 @@ run a task flow end to end and read it back the way a client does.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import time
@@ -25,7 +26,7 @@ from api.live.summary import ExecutionSummary
 from api.schemas import ExecutionOut
 from cli.sse import events
 from flows.database import SQL_DIR, Pool, apply_migrations, create_pool, migration_files
-from flows.execution_store import ExecutionStore
+from flows.execution_store import Claim, ExecutionStore
 from stack.commands import api_argv
 from stack.ports import free_port
 from stack.system import System
@@ -118,6 +119,56 @@ async def test_each_result_is_a_row_and_reads_back_in_order(
     # An ended execution takes no more results.
     late = _result(0, started_at="2026-01-01T01:00:00+00:00")
     assert not await executions.update_execution_progress(execution_id, 0, late)
+
+
+@pytest.mark.asyncio
+async def test_a_queued_execution_is_claimed_by_exactly_one_worker(
+    store: tuple[ExecutionStore, Pool],
+) -> None:
+    executions, pool = store
+    flow_run_id = uuid.uuid4()
+    execution, _ = await executions.create_execution(
+        flow_id=1, call_name="claimed", agent="a", prompts=["p"], flow_run_id=flow_run_id
+    )
+
+    # Ten workers at once: one wins, every other one hears that it is taken.
+    claims = await asyncio.gather(
+        *(
+            executions.claim_queued(flow_run_id, worker_name=f"w{n}", lease_expiry_s=30)
+            for n in range(10)
+        )
+    )
+    assert sorted(claims, key=lambda c: c.value) == [Claim.CLAIMED] + [Claim.TAKEN] * 9
+    winner = f"w{claims.index(Claim.CLAIMED)}"
+    claimed = await executions.get_execution(execution.id)
+    assert claimed is not None and claimed.status == "queued"
+    assert claimed.worker_name == winner
+    # Claiming again is harmless for the holder and still refused to the others.
+    again = await executions.claim_queued(flow_run_id, worker_name=winner, lease_expiry_s=30)
+    assert again is Claim.CLAIMED
+    other = "w-other"
+    assert (
+        await executions.claim_queued(flow_run_id, worker_name=other, lease_expiry_s=30)
+        is Claim.TAKEN
+    )
+
+    # A holder that went quiet past the lease (it died before starting the run) loses it.
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE flow_executions SET heartbeat_at = now() - interval '1 minute' WHERE id = %s",
+            (execution.id,),
+        )
+    assert (
+        await executions.claim_queued(flow_run_id, worker_name=other, lease_expiry_s=30)
+        is Claim.CLAIMED
+    )
+
+    # Once started, or for a flow run without a queued execution, there is nothing to claim
+    # here: the worker falls back to Prefect's own claim (proposing Pending).
+    await executions.start_execution(execution.id, flow_run_id=flow_run_id, worker_name=other)
+    for flow_run in (flow_run_id, uuid.uuid4()):
+        answer = await executions.claim_queued(flow_run, worker_name="w0", lease_expiry_s=30)
+        assert answer is Claim.NO_QUEUED_EXECUTION
 
 
 @pytest.mark.asyncio

@@ -4,7 +4,8 @@ in-process, as asyncio tasks.
 A new Python process per run (what stock Prefect workers do) costs 1-3 s and ~90 MB; here a
 run costs an asyncio task. The worker:
 
-- claims a scheduled run by proposing Pending; only an accepted claim runs, so two workers
+- claims a run with a queued execution (every run the API starts) in the execution's row,
+  and any other scheduled run by proposing Pending; only a won claim runs, so two workers
   never execute the same run;
 - claims a run the API announces straight from the NOTIFY payload (the whole flow run), with
   no Prefect poll per launch; polls the work pool slowly as a safety net for scheduled runs,
@@ -51,6 +52,7 @@ from deployments.scheduled_prompts import sync_all_scheduled_prompts
 from deployments.sync import ensure_work_pool, sync_all
 from flows import run_control
 from flows.channels import EXECUTION_CHANGES, WORKER_WAKEUP
+from flows.execution_store import Claim
 from flows.retrying import Backoff
 from flows.runtime import close_runtime, get_runtime
 from flows.scheduled_prompt_store import ScheduledPromptStore
@@ -301,7 +303,21 @@ class Worker:
         return True
 
     async def _claim(self, flow_run: FlowRun) -> bool:
-        """Propose Pending; the server accepts it for exactly one worker."""
+        """Take the run for this worker alone.
+
+        A run with a queued execution (every run the API starts) is claimed in our own
+        table, and the engine then moves its flow run from Scheduled straight to Running:
+        one state proposal per run less for the Prefect server (its most expensive request,
+        see README "Performance"). Any other run (started in the Prefect UI or by a
+        schedule, or a Prefect retry of an ended execution) is claimed by proposing
+        Pending, which the server accepts for exactly one worker.
+        """
+        runtime = await get_runtime()
+        claim = await runtime.executions.claim_queued(
+            flow_run.id, worker_name=self.name, lease_expiry_s=self.settings.lease_expiry_s
+        )
+        if claim is not Claim.NO_QUEUED_EXECUTION:
+            return claim is Claim.CLAIMED
         try:
             state = await propose_state(self.client, Pending(), flow_run_id=flow_run.id)
         except Abort:
