@@ -2,8 +2,10 @@
 unverified, a patched symbol Prefect no longer has is an error (and a failing test here), the
 patched engine leaves SIGTERM to the worker (the behaviour itself: tests/test_crashes.py), the
 task flow never asks the server for its default result storage, a task run's first Pending
-event and the engine's no-retry policy PATCH are not sent, "Finished in state Completed()"
-task records are dropped, and progress artifacts are throttled. No server needed."""
+event and the engine's no-retry policy PATCH are not sent, flow-run reads go to the server
+but for the engine's re-read of a run that just entered Running, "Finished in state
+Completed()" task records are dropped, and progress artifacts are throttled. No server
+needed."""
 
 from __future__ import annotations
 
@@ -23,14 +25,14 @@ import prefect.results
 import prefect.task_engine
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import FlowRunPolicy, TaskRun
+from prefect.client.schemas.objects import FlowRun, FlowRunPolicy, TaskRun
 from prefect.logging.handlers import PrefectConsoleHandler
 from prefect.settings import (
     PREFECT_API_URL,
     PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED,
     temporary_settings,
 )
-from prefect.states import Pending
+from prefect.states import Pending, Running
 
 from flows import artifacts as artifacts_module
 from flows.artifacts import RunArtifacts
@@ -105,6 +107,31 @@ def test_the_worker_client_answers_only_the_engines_no_retry_policy_update_itsel
                     )
 
         asyncio.run(updates())
+
+
+def test_the_worker_client_sends_every_read_without_an_accepted_running_state() -> None:
+    # Only the engine's read right after the server accepted Running for the run handed
+    # over is answered locally (against the real server: tests/test_engine_reread.py).
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+
+        async def reads() -> None:
+            async with get_client() as client:
+                engine_patches.answer_running_rereads(client)
+                read_flow_run = client.read_flow_run
+                engine_patches.answer_running_rereads(client)  # idempotent: wrapped once
+                assert client.read_flow_run is read_flow_run
+                handed = FlowRun(flow_id=uuid.uuid4(), name="handed-over")
+                with pytest.raises(httpx.ConnectError):  # nothing handed over
+                    await client.read_flow_run(handed.id)
+                with engine_patches.handing_over(handed):
+                    with pytest.raises(httpx.ConnectError):  # no Running accepted yet
+                        await client.read_flow_run(handed.id)
+                    with pytest.raises(httpx.ConnectError):  # the server never answered
+                        await client.set_flow_run_state(handed.id, Running())
+                    with pytest.raises(httpx.ConnectError):
+                        await client.read_flow_run(handed.id)
+
+        asyncio.run(reads())
 
 
 def test_runs_resolve_their_result_storage_without_building_a_client_each() -> None:

@@ -27,6 +27,30 @@ flow has no flow-level retries (Prefect's "Retry" button works from the run's st
 policy), so the policy it would write means the same as the one the run already has; the
 only thing lost is the "Flow version" field in the Prefect UI.
 
+It also answers one read per run itself (`answer_running_rereads`): right after the server
+accepts a flow run's Running state, the engine reads the whole flow run back
+(`setup_run_context`: one GET /flow_runs/{id} per run, about 8 % of the Prefect server's CPU
+per run; tests/test_engine_reread.py). All that read can bring that the engine does not
+already hold is what the server's Running transition wrote
+(prefect/server/orchestration/global_policy.py): the state (the engine holds the accepted
+one), state_id/type/name, run_count + 1 (the flow body reads it: `run_count > 1` is
+Prefect's "Retry"), start_time (set when it was None), end_time and
+next_scheduled_start_time (None while running). The worker hands the engine the FlowRun it
+claimed (`handing_over`); the engine keeps that same object, and the client builds the
+read's answer from it. That FlowRun's run_count is the server's only if the run did not run
+since the worker saw it (an announcement held while all slots were busy, and meanwhile run
+by another worker, is stale), so the answer is given only when the worker's claim (Pending)
+left the very Scheduled state the handed FlowRun is in: the server copies that state's
+scheduled time into the Pending it accepts. Otherwise, for a resumed pause (the server does
+not count that Running), and for a second Running in one run, the engine gets the real read.
+The answer differs from a real read only in the engine's in-memory copy, never on the
+server, in fields neither the flow body nor the UI reads: `updated` (the row's last write),
+`estimated_run_time` (a read adds the milliseconds since Running), `empirical_policy` (the
+engine's copy has retries and retry_delay filled in from the flow where the server keeps
+them unset when `skip_policy_updates` skipped the PATCH) and `flow_version` (when that PATCH
+is sent, the server has the flow's version, the engine's copy the one the run was created
+with).
+
 The server's default result storage used to be a third patch (Prefect reads it with a
 blocking HTTP request at the start of every run). The task flow now names its result
 storage itself (`result_storage=` on the flow, Prefect's supported setting; see
@@ -47,9 +71,13 @@ context, `get_client(sync_client=True)` hands that one back instead.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import httpx
 import prefect
@@ -57,7 +85,8 @@ import prefect.flow_engine
 import prefect.task_engine
 from packaging.version import InvalidVersion, Version
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.objects import TaskRun
+from prefect.client.schemas.objects import FlowRun, StateType, TaskRun
+from prefect.client.schemas.responses import OrchestrationResult, SetStateStatus
 from prefect.context import AsyncClientContext, SyncClientContext
 from prefect.events import Event
 from prefect.states import State
@@ -124,9 +153,10 @@ def unverified_warning(version: str) -> str | None:
     return (
         f"taskflows' worker is verified against Prefect 3.9.x (>= 3.9.1), found {version}: "
         "unverified are the engine patches in worker/engine_patches.py (SIGTERM handling per "
-        "run, the suspension observer thread), the shared Prefect client per run, and the "
-        "task-run log filter (worker/run_logs.py). Run tests/test_worker_engine.py and "
-        "tests/test_crashes.py against this Prefect before relying on it."
+        "run, the suspension observer thread), the shared Prefect client per run, the flow-run "
+        "read answered locally after Running, and the task-run log filter "
+        "(worker/run_logs.py). Run tests/test_worker_engine.py, tests/test_engine_reread.py "
+        "and tests/test_crashes.py against this Prefect before relying on it."
     )
 
 
@@ -188,6 +218,132 @@ def skip_policy_updates(client: PrefectClient) -> None:
 
     client.update_flow_run = update_unless_redundant  # type: ignore[method-assign,assignment]
     client._taskflows_skips_policy_updates = True  # type: ignore[attr-defined]
+
+
+@dataclass
+class _HandedOver:
+    """The FlowRun object the worker handed the engine, and the Running state the server
+    accepted for it that no read has been answered from yet."""
+
+    flow_run: FlowRun
+    # The scheduled time of the state the worker saw the run in (None: not Scheduled).
+    scheduled_time: datetime.datetime | None = None
+    running: State[Any] | None = None  # the first read after it is answered locally
+    answered: bool = False
+
+
+# At most this many claims of runs that never reached Running are remembered.
+_MAX_CLAIMS = 1000
+# Per flow run: the worker runs each one in its own asyncio task, so each sees its own.
+_handed_over: ContextVar[_HandedOver | None] = ContextVar("taskflows_handed_over", default=None)
+
+
+@contextlib.contextmanager
+def handing_over(flow_run: FlowRun) -> Iterator[None]:
+    """Run the block (the worker's `run_flow_async(flow, flow_run=flow_run, ...)`) with
+    `flow_run` as the object the engine holds, for `answer_running_rereads`. The engine's
+    read is answered from it only when it is the run as the server had it at the claim: the
+    worker's claim (Pending, through the patched client) left the Scheduled state `flow_run`
+    is in. Otherwise the engine gets the real read."""
+    state = flow_run.state
+    scheduled_time = state.state_details.scheduled_time if state and state.is_scheduled() else None
+    token = _handed_over.set(_HandedOver(flow_run, scheduled_time))
+    try:
+        yield
+    finally:
+        _handed_over.reset(token)
+
+
+def _for_run(flow_run_id: UUID | str) -> _HandedOver | None:
+    handed = _handed_over.get()
+    if handed is None or str(handed.flow_run.id) != str(flow_run_id):
+        return None
+    return handed
+
+
+def _as_read_after_running(flow_run: FlowRun, running: State[Any]) -> FlowRun | None:
+    """What GET /flow_runs/{id} returns right after the server accepted `running` for the
+    run `flow_run` was before it (global_policy.py: SetRunStateType, SetRunStateName,
+    SetStartTime, IncrementFlowRunCount, SetEndTime, SetNextScheduledStartTime); None when
+    that is not certain."""
+    if flow_run.empirical_policy.resuming:
+        return None  # a resumed pause: the server does not count this Running
+    start_time = flow_run.start_time or running.timestamp
+    expected = flow_run.expected_start_time
+    lateness = (
+        start_time - expected
+        if expected is not None and start_time > expected
+        else datetime.timedelta(0)
+    )
+    # Shallow: the worker hands the object over and never reads it again, so the copy may
+    # share its nested fields (parameters, policy, tags); a deep copy costs ~120 us per run.
+    return flow_run.model_copy(
+        update={
+            "state": running,
+            "state_id": running.id,
+            "state_type": running.type,
+            "state_name": running.name,
+            "run_count": flow_run.run_count + 1,
+            "start_time": start_time,
+            "end_time": None,
+            "next_scheduled_start_time": None,
+            "estimated_start_time_delta": lateness,
+            "estimated_run_time": flow_run.total_run_time,
+        },
+    )
+
+
+def answer_running_rereads(client: PrefectClient) -> None:
+    """Make `client` answer the engine's read of a flow run that just entered Running from
+    the FlowRun handed to the engine (`handing_over`), instead of asking the server; every
+    other read goes to the server (idempotent). See the module docstring."""
+    if getattr(client, "_taskflows_answers_running_rereads", False):
+        return
+    set_flow_run_state = client.set_flow_run_state
+    read_flow_run = client.read_flow_run
+    # Run id -> the scheduled time the server copied into the Pending state it accepted
+    # (the worker's claim): the time of the Scheduled state the run left, None when it left
+    # another (Failed, Completed...). Kept from the claim to the engine's Running.
+    claimed_from: dict[str, datetime.datetime | None] = {}
+
+    async def set_state_noting_running(
+        flow_run_id: UUID | str, state: State[Any], force: bool = False
+    ) -> OrchestrationResult[Any]:
+        result: OrchestrationResult[Any] = await set_flow_run_state(flow_run_id, state, force=force)
+        accepted = result.state if result.status == SetStateStatus.ACCEPT else None
+        if accepted is not None and accepted.type == StateType.PENDING:
+            claimed_from.pop(str(flow_run_id), None)
+            claimed_from[str(flow_run_id)] = accepted.state_details.scheduled_time
+            if len(claimed_from) > _MAX_CLAIMS:  # claims whose run never started
+                del claimed_from[next(iter(claimed_from))]
+        handed = _for_run(flow_run_id)
+        if handed is None:
+            return result
+        handed.running = None  # any other state of the run: its read goes to the server
+        # Only the run's first Running: after it the engine holds the answer, not the handed
+        # object, and an in-process retry rewrites the run's policy on the server.
+        if accepted is not None and accepted.type == StateType.RUNNING and not handed.answered:
+            # The handed FlowRun is the run as the server had it at the claim only if the
+            # claim left the very Scheduled state the worker saw it in: an announcement held
+            # while another worker ran the run (and it was retried) has a stale run_count.
+            claim = claimed_from.pop(str(flow_run_id), None)
+            if handed.scheduled_time is not None and claim == handed.scheduled_time:
+                handed.running = accepted
+        return result
+
+    async def read_answering_running(flow_run_id: UUID) -> FlowRun:
+        handed = _for_run(flow_run_id)
+        if handed is not None and handed.running is not None:
+            running, handed.running = handed.running, None
+            handed.answered = True
+            answer = _as_read_after_running(handed.flow_run, running)
+            if answer is not None:
+                return answer
+        return await read_flow_run(flow_run_id)
+
+    client.set_flow_run_state = set_state_noting_running  # type: ignore[method-assign]
+    client.read_flow_run = read_answering_running  # type: ignore[method-assign]
+    client._taskflows_answers_running_rereads = True  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager
