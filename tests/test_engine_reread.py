@@ -147,3 +147,53 @@ def test_without_the_patch_the_engine_reads_the_run_back(system: System) -> None
     for run_count, attempt in enumerate(attempts, start=1):
         assert f"GET /api/flow_runs/{flow_run_id}" in attempt.sent
         assert attempt.engine_copy.run_count == attempt.server_copy.run_count == run_count
+
+
+async def _claimed_in_row(prefect_api_url: str) -> tuple[str, _Attempt]:
+    """A run the worker claimed in its execution row (an API-started run): no Pending, the
+    engine moves it from Scheduled straight to Running, handed over as `claimed_queued`."""
+    async with (
+        PrefectClient(api=prefect_api_url) as client,
+        PrefectClient(api=prefect_api_url) as plain,
+    ):
+        engine_patches.skip_policy_updates(client)
+        engine_patches.answer_running_rereads(client)
+        sent: list[str] = []
+
+        async def record(request: httpx.Request) -> None:
+            sent.append(f"{request.method} {request.url.path}")
+
+        client._client.event_hooks["request"].append(record)
+        seen: list[_Attempt] = []
+
+        @flow(name="engine-reread-row-claim", persist_result=False)
+        async def probe() -> None:
+            context = FlowRunContext.get()
+            assert context is not None and context.flow_run is not None
+            run_id = context.flow_run.id
+            engine_copy = context.flow_run.model_copy(deep=True)
+            seen.append(_Attempt(engine_copy, await plain.read_flow_run(run_id), [*sent]))
+
+        created = await plain.create_flow_run(probe, state=Scheduled())
+        with (
+            engine_patches.shared_client(client),
+            engine_patches.handing_over(created, claimed_queued=True),
+        ):
+            state = await run_flow_async(probe, flow_run=created, return_type="state")
+        assert state.is_completed()
+        states = await plain.read_flow_run_states(created.id)
+        assert [s.type.value for s in states] == ["SCHEDULED", "RUNNING", "COMPLETED"]
+        return str(created.id), seen[0]
+
+
+def test_a_run_claimed_in_its_row_goes_straight_to_running_without_a_read_back(
+    system: System,
+) -> None:
+    settings = {PREFECT_API_URL: system.prefect_api_url, PREFECT_LOGGING_TO_API_ENABLED: False}
+    with temporary_settings(updates=settings):
+        flow_run_id, attempt = asyncio.run(_claimed_in_row(system.prefect_api_url))
+    engine, server = attempt.engine_copy, attempt.server_copy
+    assert engine.run_count == server.run_count == 1
+    assert engine.state_id == server.state_id and engine.start_time == server.start_time
+    assert engine.model_dump(exclude=BOOKKEEPING) == server.model_dump(exclude=BOOKKEEPING)
+    assert f"GET /api/flow_runs/{flow_run_id}" not in attempt.sent

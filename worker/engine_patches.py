@@ -39,10 +39,12 @@ next_scheduled_start_time (None while running). The worker hands the engine the 
 claimed (`handing_over`); the engine keeps that same object, and the client builds the
 read's answer from it. That FlowRun's run_count is the server's only if the run did not run
 since the worker saw it (an announcement held while all slots were busy, and meanwhile run
-by another worker, is stale), so the answer is given only when the worker's claim (Pending)
-left the very Scheduled state the handed FlowRun is in: the server copies that state's
-scheduled time into the Pending it accepts. Otherwise, for a resumed pause (the server does
-not count that Running), and for a second Running in one run, the engine gets the real read.
+by another worker, is stale), so the answer is given only when the worker claimed the run's
+queued execution in its row (an API-started run that never ran: worker/service.py `_claim`)
+or when its claim (Pending) left the very Scheduled state the handed FlowRun is in: the
+server copies that state's scheduled time into the Pending it accepts. Otherwise, for a
+resumed pause (the server does not count that Running), and for a second Running in one
+run, the engine gets the real read.
 The answer differs from a real read only in the engine's in-memory copy, never on the
 server, in fields neither the flow body nor the UI reads: `updated` (the row's last write),
 `estimated_run_time` (a read adds the milliseconds since Running), `empirical_policy` (the
@@ -228,6 +230,8 @@ class _HandedOver:
     flow_run: FlowRun
     # The scheduled time of the state the worker saw the run in (None: not Scheduled).
     scheduled_time: datetime.datetime | None = None
+    # The worker claimed the run's queued execution in its row: nobody ran it before.
+    claimed_queued: bool = False
     running: State[Any] | None = None  # the first read after it is answered locally
     answered: bool = False
 
@@ -239,15 +243,20 @@ _handed_over: ContextVar[_HandedOver | None] = ContextVar("taskflows_handed_over
 
 
 @contextlib.contextmanager
-def handing_over(flow_run: FlowRun) -> Iterator[None]:
+def handing_over(flow_run: FlowRun, *, claimed_queued: bool = False) -> Iterator[None]:
     """Run the block (the worker's `run_flow_async(flow, flow_run=flow_run, ...)`) with
     `flow_run` as the object the engine holds, for `answer_running_rereads`. The engine's
-    read is answered from it only when it is the run as the server had it at the claim: the
-    worker's claim (Pending, through the patched client) left the Scheduled state `flow_run`
-    is in. Otherwise the engine gets the real read."""
+    read is answered from it only when it is the run as the server had it at the claim:
+    `claimed_queued` (the worker claimed the run's queued execution in its row, so the run
+    never ran: the FlowRun from its announcement is current) or the worker's claim (Pending,
+    through the patched client) left the Scheduled state `flow_run` is in. Otherwise the
+    engine gets the real read."""
     state = flow_run.state
-    scheduled_time = state.state_details.scheduled_time if state and state.is_scheduled() else None
-    token = _handed_over.set(_HandedOver(flow_run, scheduled_time))
+    scheduled = state is not None and state.is_scheduled()
+    scheduled_time = state.state_details.scheduled_time if state and scheduled else None
+    token = _handed_over.set(
+        _HandedOver(flow_run, scheduled_time, claimed_queued=claimed_queued and scheduled)
+    )
     try:
         yield
     finally:
@@ -327,7 +336,9 @@ def answer_running_rereads(client: PrefectClient) -> None:
             # claim left the very Scheduled state the worker saw it in: an announcement held
             # while another worker ran the run (and it was retried) has a stale run_count.
             claim = claimed_from.pop(str(flow_run_id), None)
-            if handed.scheduled_time is not None and claim == handed.scheduled_time:
+            if handed.claimed_queued or (
+                handed.scheduled_time is not None and claim == handed.scheduled_time
+            ):
                 handed.running = accepted
         return result
 

@@ -29,7 +29,7 @@ import signal
 import socket
 import sys
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 import psycopg
@@ -116,6 +116,7 @@ class Worker:
         with engine_patches.shared_sync_client():
             async with get_client() as client:
                 engine_patches.skip_policy_updates(client)
+                engine_patches.answer_running_rereads(client)
                 self._client = client
                 try:
                     await self._serve_with(client, runtime.pool)
@@ -295,15 +296,18 @@ class Worker:
         except BaseException:
             self._slots.release()
             raise
-        if not claimed:
+        if claimed is None:
             self._slots.release()
             return True  # another worker has it, or it was cancelled: nothing to keep
-        task = asyncio.create_task(self._execute(flow_run), name=f"flow-run-{flow_run.id}")
+        task = asyncio.create_task(
+            self._execute(flow_run, claimed_queued=claimed == "row"),
+            name=f"flow-run-{flow_run.id}",
+        )
         self._runs[flow_run.id] = task
         return True
 
-    async def _claim(self, flow_run: FlowRun) -> bool:
-        """Take the run for this worker alone.
+    async def _claim(self, flow_run: FlowRun) -> Literal["row", "pending"] | None:
+        """Take the run for this worker alone: how it was claimed, or None when it was not.
 
         A run with a queued execution (every run the API starts) is claimed in our own
         table, and the engine then moves its flow run from Scheduled straight to Running:
@@ -316,18 +320,23 @@ class Worker:
         claim = await runtime.executions.claim_queued(
             flow_run.id, worker_name=self.name, lease_expiry_s=self.settings.lease_expiry_s
         )
-        if claim is not Claim.NO_QUEUED_EXECUTION:
-            return claim is Claim.CLAIMED
+        if claim is Claim.CLAIMED:
+            return "row"
+        if claim is Claim.TAKEN:
+            return None
         try:
             state = await propose_state(self.client, Pending(), flow_run_id=flow_run.id)
         except Abort:
-            return False
-        return state.is_pending()
+            return None
+        return "pending" if state.is_pending() else None
 
-    async def _execute(self, flow_run: FlowRun) -> None:
+    async def _execute(self, flow_run: FlowRun, *, claimed_queued: bool) -> None:
         try:
             flow = await self._flows.flow_for(self.client, flow_run)
-            with engine_patches.shared_client(self.client):
+            with (
+                engine_patches.shared_client(self.client),
+                engine_patches.handing_over(flow_run, claimed_queued=claimed_queued),
+            ):
                 await run_flow_async(
                     flow,
                     flow_run=flow_run,
