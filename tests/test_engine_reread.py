@@ -18,7 +18,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.context import FlowRunContext
 from prefect.flow_engine import run_flow_async
 from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
-from prefect.states import AwaitingRetry, Pending, Scheduled
+from prefect.states import AwaitingRetry, Pending, Scheduled, State
 from prefect.utilities.engine import propose_state
 
 from tests.conftest import System
@@ -180,7 +180,7 @@ async def _claimed_in_row(prefect_api_url: str) -> tuple[str, _Attempt]:
             engine_patches.handing_over(created, claimed_queued=True),
         ):
             state = await run_flow_async(probe, flow_run=created, return_type="state")
-        assert state.is_completed()
+        assert isinstance(state, State) and state.is_completed()
         states = await plain.read_flow_run_states(created.id)
         assert [s.type.value for s in states] == ["SCHEDULED", "RUNNING", "COMPLETED"]
         return str(created.id), seen[0]
