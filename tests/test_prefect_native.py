@@ -3,6 +3,7 @@ enforced through Prefect, and several workers sharing one work pool."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -11,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from flows.channels import WORKER_WAKEUP
 from stack.demo_agent import DemoAgent
 from tests.conftest import System, wait_for_execution, wait_for_flow_run
 
@@ -234,3 +236,24 @@ def test_the_lean_server_still_shows_task_runs_with_their_states_and_the_run_gra
     graph = prefect_api.get(f"/flow_runs/{started['flow_run_id']}/graph-v2").json()
     nodes = sorted((node for _, node in graph["nodes"]), key=lambda node: node["start_time"])
     assert [node["label"] for node in nodes] == ["prompt 1/2", "prompt 2/2"]
+
+
+def test_a_stale_announcement_of_a_finished_run_does_not_run_it_again(
+    api: httpx.Client, prefect_api: httpx.Client, db, fake_agent: DemoAgent, make_task_flow
+):
+    flow = make_task_flow(prompts=["stale [delay=0.1]"])
+    first = _run(api, flow["id"])
+    assert wait_for_execution(api, first["execution_id"])["status"] == "completed"
+    finished = wait_for_flow_run(prefect_api, first["flow_run_id"])
+    assert finished["state"]["type"] == "COMPLETED"
+
+    # The run announced again, as a worker sees it that held the announcement while another
+    # worker ran the run. Then a new run: announcements are claimed in order, so once the
+    # new one has run, the stale one has been dealt with.
+    db.execute("SELECT pg_notify(%s, %s)", (WORKER_WAKEUP, json.dumps(finished)))
+    later = _run(api, make_task_flow(prompts=["after the stale one"])["id"])
+    assert wait_for_execution(api, later["execution_id"])["status"] == "completed"
+
+    states = prefect_api.get("/flow_run_states/", params={"flow_run_id": first["flow_run_id"]})
+    assert [s["type"] for s in states.json()] == ["SCHEDULED", "RUNNING", "COMPLETED"]
+    assert fake_agent.prompts_received().count("stale [delay=0.1]") == 1

@@ -268,7 +268,7 @@ class Worker:
         """Claim the runs announced by NOTIFY; False when the slots ran out first."""
         while self._announced:
             flow_run_id = next(iter(self._announced))
-            if not await self._start(self._announced[flow_run_id]):
+            if not await self._start(self._announced[flow_run_id], announced=True):
                 return False
             self._announced.pop(flow_run_id, None)
         return True
@@ -279,11 +279,11 @@ class Worker:
             scheduled_before=datetime.now(UTC) + timedelta(seconds=1),
         )
         for response in responses:
-            if not await self._start(response.flow_run):
+            if not await self._start(response.flow_run, announced=False):
                 self._poll_due = True  # come back for the rest when a slot frees up
                 return
 
-    async def _start(self, flow_run: FlowRun) -> bool:
+    async def _start(self, flow_run: FlowRun, *, announced: bool) -> bool:
         """Claim `flow_run` and run it in the background; False when every slot is busy (the
         caller keeps it for later; `_execute` wakes the loop when a slot frees up)."""
         if flow_run.id in self._runs:
@@ -292,7 +292,7 @@ class Worker:
             return False
         await self._slots.acquire()
         try:
-            claimed = await self._claim(flow_run)
+            claimed = await self._claim(flow_run, announced=announced)
         except BaseException:
             self._slots.release()
             raise
@@ -306,7 +306,9 @@ class Worker:
         self._runs[flow_run.id] = task
         return True
 
-    async def _claim(self, flow_run: FlowRun) -> Literal["row", "pending"] | None:
+    async def _claim(
+        self, flow_run: FlowRun, *, announced: bool
+    ) -> Literal["row", "pending"] | None:
         """Take the run for this worker alone: how it was claimed, or None when it was not.
 
         A run with a queued execution (every run the API starts) is claimed in our own
@@ -315,6 +317,12 @@ class Worker:
         see README "Performance"). Any other run (started in the Prefect UI or by a
         schedule, or a Prefect retry of an ended execution) is claimed by proposing
         Pending, which the server accepts for exactly one worker.
+
+        An announced run (the API's NOTIFY) always has a queued execution until someone
+        starts or cancels it. When it has none, the announcement is stale (another worker
+        ran it while this one's slots were busy, or it was cancelled): proposing Pending
+        would be accepted even on a finished run whose result is not stored, and run it
+        again, so it is dropped.
         """
         runtime = await get_runtime()
         claim = await runtime.executions.claim_queued(
@@ -322,7 +330,7 @@ class Worker:
         )
         if claim is Claim.CLAIMED:
             return "row"
-        if claim is Claim.TAKEN:
+        if claim is Claim.TAKEN or announced:
             return None
         try:
             state = await propose_state(self.client, Pending(), flow_run_id=flow_run.id)
