@@ -41,6 +41,17 @@ class _Attempt:
     sent_by_body: list[str] = field(default_factory=list)  # and for the body's own read
 
 
+def _requests_sent_by(client: PrefectClient) -> list[str]:
+    """A list that `client` appends each request it sends to ("GET /api/flow_runs/...")."""
+    sent: list[str] = []
+
+    async def record(request: httpx.Request) -> None:
+        sent.append(f"{request.method} {request.url.path}")
+
+    client._client.event_hooks["request"].append(record)
+    return sent
+
+
 async def _three_runs(prefect_api_url: str, *, answer: bool) -> tuple[str, list[_Attempt]]:
     """Run a probe flow in-process as the worker does: claimed (Pending) with the worker's
     client, then handed to the engine. It fails twice and is retried as Prefect's "Retry"
@@ -54,12 +65,7 @@ async def _three_runs(prefect_api_url: str, *, answer: bool) -> tuple[str, list[
         if answer:
             engine_patches.answer_running_rereads(client)
             engine_patches.answer_running_rereads(client)  # idempotent
-        sent: list[str] = []
-
-        async def record(request: httpx.Request) -> None:
-            sent.append(f"{request.method} {request.url.path}")
-
-        client._client.event_hooks["request"].append(record)
+        sent = _requests_sent_by(client)
         attempts: list[_Attempt] = []
 
         @flow(name="engine-reread-probe", persist_result=False)
@@ -158,12 +164,7 @@ async def _claimed_in_row(prefect_api_url: str) -> tuple[str, _Attempt]:
     ):
         engine_patches.skip_policy_updates(client)
         engine_patches.answer_running_rereads(client)
-        sent: list[str] = []
-
-        async def record(request: httpx.Request) -> None:
-            sent.append(f"{request.method} {request.url.path}")
-
-        client._client.event_hooks["request"].append(record)
+        sent = _requests_sent_by(client)
         seen: list[_Attempt] = []
 
         @flow(name="engine-reread-row-claim", persist_result=False)
