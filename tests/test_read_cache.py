@@ -62,6 +62,12 @@ def rows(db: psycopg.Connection[Any]) -> Iterator[dict[str, int]]:
         "running": _insert_execution(db, "running"),
         "sentinel": _insert_execution(db, "completed"),
     }
+    # No worker renews this row's lease: without a heartbeat ahead, the reconciler fails it
+    # as crashed after LEASE_EXPIRY_S, and a slow test would no longer find it active.
+    db.execute(
+        "UPDATE flow_executions SET heartbeat_at = now() + interval '1 hour' WHERE id = %s",
+        (made["running"],),
+    )
     yield made
     db.execute("DELETE FROM flow_executions WHERE id = ANY(%s)", (list(made.values()),))
 

@@ -23,9 +23,12 @@ function inHistory(id) {
 /** Take in a newer state of an execution: an execution summary sent by the server. */
 export function upsert(execution) {
   const id = execution.id;
-  const known = state.active.get(id) || state.history.get(id);
+  // An ended card counts too: a run can end before the answer to its POST (or an older
+  // poll) arrives, and that older "queued" must not bring back a second, running card.
+  const known = state.active.get(id) || state.history.get(id) || state.ended.get(id)?.execution;
   if (isStale(execution, known)) return;
   if (ACTIVE.has(execution.status)) {
+    state.ended.delete(id); // resumed (Prefect's Retry of this execution): one card, running
     state.active.set(id, execution);
     state.watched.add(id);
   } else {
