@@ -89,7 +89,11 @@ async def _three_runs(prefect_api_url: str, *, answer: bool) -> tuple[str, list[
             claimed = await propose_state(client, Pending(), flow_run_id=flow_run.id)
             assert claimed.is_pending()
             sent.clear()
-            with engine_patches.shared_client(client), engine_patches.handing_over(flow_run):
+            current = engine_patches.claimed_as_seen(flow_run, claimed)
+            with (
+                engine_patches.shared_client(client),
+                engine_patches.handing_over(flow_run, current=current),
+            ):
                 return await run_flow_async(probe, flow_run=flow_run, return_type="state")
 
         async def retry() -> FlowRun:
@@ -98,9 +102,12 @@ async def _three_runs(prefect_api_url: str, *, answer: bool) -> tuple[str, list[
             return await plain.read_flow_run(created.id)
 
         created = await plain.create_flow_run(probe, state=Scheduled())
+        # The run as announced, kept aside: the engine changes the object it is handed.
+        announced = created.model_copy(deep=True)
         assert (await claim_and_run(created)).is_failed()
         assert (await retry()).run_count == 1
-        assert (await claim_and_run(created)).is_failed()  # stale: run_count 0
+        # Stale: still Scheduled, run_count 0, but not the Scheduled state the claim left.
+        assert (await claim_and_run(announced)).is_failed()
         polled = await retry()
         assert polled.run_count == 2
         assert (await claim_and_run(polled)).is_completed()
@@ -157,7 +164,7 @@ def test_without_the_patch_the_engine_reads_the_run_back(system: System) -> None
 
 async def _claimed_in_row(prefect_api_url: str) -> tuple[str, _Attempt]:
     """A run the worker claimed in its execution row (an API-started run): no Pending, the
-    engine moves it from Scheduled straight to Running, handed over as `claimed_queued`."""
+    engine moves it from Scheduled straight to Running, handed over as current."""
     async with (
         PrefectClient(api=prefect_api_url) as client,
         PrefectClient(api=prefect_api_url) as plain,
@@ -178,7 +185,7 @@ async def _claimed_in_row(prefect_api_url: str) -> tuple[str, _Attempt]:
         created = await plain.create_flow_run(probe, state=Scheduled())
         with (
             engine_patches.shared_client(client),
-            engine_patches.handing_over(created, claimed_queued=True),
+            engine_patches.handing_over(created, current=engine_patches.claimed_as_seen(created)),
         ):
             state = await run_flow_async(probe, flow_run=created, return_type="state")
         assert isinstance(state, State) and state.is_completed()

@@ -123,7 +123,7 @@ def test_the_worker_client_sends_every_read_without_an_accepted_running_state() 
                 handed = FlowRun(flow_id=uuid.uuid4(), name="handed-over")
                 with pytest.raises(httpx.ConnectError):  # nothing handed over
                     await client.read_flow_run(handed.id)
-                with engine_patches.handing_over(handed):
+                with engine_patches.handing_over(handed, current=True):
                     with pytest.raises(httpx.ConnectError):  # no Running accepted yet
                         await client.read_flow_run(handed.id)
                     with pytest.raises(httpx.ConnectError):  # the server never answered

@@ -39,12 +39,12 @@ next_scheduled_start_time (None while running). The worker hands the engine the 
 claimed (`handing_over`); the engine keeps that same object, and the client builds the
 read's answer from it. That FlowRun's run_count is the server's only if the run did not run
 since the worker saw it (an announcement held while all slots were busy, and meanwhile run
-by another worker, is stale), so the answer is given only when the worker claimed the run's
-queued execution in its row (an API-started run that never ran: worker/service.py `_claim`)
-or when its claim (Pending) left the very Scheduled state the handed FlowRun is in: the
-server copies that state's scheduled time into the Pending it accepts. Otherwise, for a
-resumed pause (the server does not count that Running), and for a second Running in one
-run, the engine gets the real read.
+by another worker, is stale), so the worker says whether it is current (`claimed_as_seen`):
+it claimed the run's queued execution in its row (an API-started run that never ran:
+worker/service.py `_claim`), or its claim (Pending) left the very Scheduled state the
+handed FlowRun is in: the server copies that state's scheduled time into the Pending it
+accepts. Otherwise, for a resumed pause (the server does not count that Running), and for
+a second Running in one run, the engine gets the real read.
 The answer differs from a real read only in the engine's in-memory copy, never on the
 server, in fields neither the flow body nor the UI reads: `updated` (the row's last write),
 `estimated_run_time` (a read adds the milliseconds since Running), `empirical_policy` (the
@@ -228,35 +228,37 @@ class _HandedOver:
     accepted for it that no read has been answered from yet."""
 
     flow_run: FlowRun
-    # The scheduled time of the state the worker saw the run in (None: not Scheduled).
-    scheduled_time: datetime.datetime | None = None
-    # The worker claimed the run's queued execution in its row: nobody ran it before.
-    claimed_queued: bool = False
+    current: bool  # the run as the server has it (`claimed_as_seen`)
     running: State[Any] | None = None  # the first read after it is answered locally
     answered: bool = False
 
 
-# At most this many claims of runs that never reached Running are remembered.
-_MAX_CLAIMS = 1000
 # Per flow run: the worker runs each one in its own asyncio task, so each sees its own.
 _handed_over: ContextVar[_HandedOver | None] = ContextVar("taskflows_handed_over", default=None)
 
 
+def claimed_as_seen(flow_run: FlowRun, pending: State[Any] | None = None) -> bool:
+    """Whether `flow_run`, as the worker saw it, is still the run as the server has it right
+    after the worker's claim: it is in a Scheduled state, and the claim was made in the
+    run's queued execution row (`pending` None: an API-started run that never ran) or is
+    the Pending the server accepted from that very Scheduled state (the server copies its
+    scheduled time into the Pending)."""
+    state = flow_run.state
+    if state is None or not state.is_scheduled():
+        return False
+    if pending is None:
+        return True
+    scheduled_time = state.state_details.scheduled_time
+    return scheduled_time is not None and pending.state_details.scheduled_time == scheduled_time
+
+
 @contextlib.contextmanager
-def handing_over(flow_run: FlowRun, *, claimed_queued: bool = False) -> Iterator[None]:
+def handing_over(flow_run: FlowRun, *, current: bool) -> Iterator[None]:
     """Run the block (the worker's `run_flow_async(flow, flow_run=flow_run, ...)`) with
     `flow_run` as the object the engine holds, for `answer_running_rereads`. The engine's
-    read is answered from it only when it is the run as the server had it at the claim:
-    `claimed_queued` (the worker claimed the run's queued execution in its row, so the run
-    never ran: the FlowRun from its announcement is current) or the worker's claim (Pending,
-    through the patched client) left the Scheduled state `flow_run` is in. Otherwise the
-    engine gets the real read."""
-    state = flow_run.state
-    scheduled = state is not None and state.is_scheduled()
-    scheduled_time = state.state_details.scheduled_time if state and scheduled else None
-    token = _handed_over.set(
-        _HandedOver(flow_run, scheduled_time, claimed_queued=claimed_queued and scheduled)
-    )
+    read is answered from it only when it is `current`, the run as the server had it at the
+    claim (`claimed_as_seen`); otherwise the engine gets the real read."""
+    token = _handed_over.set(_HandedOver(flow_run, current))
     try:
         yield
     finally:
@@ -310,36 +312,27 @@ def answer_running_rereads(client: PrefectClient) -> None:
         return
     set_flow_run_state = client.set_flow_run_state
     read_flow_run = client.read_flow_run
-    # Run id -> the scheduled time the server copied into the Pending state it accepted
-    # (the worker's claim): the time of the Scheduled state the run left, None when it left
-    # another (Failed, Completed...). Kept from the claim to the engine's Running.
-    claimed_from: dict[str, datetime.datetime | None] = {}
 
     async def set_state_noting_running(
         flow_run_id: UUID | str, state: State[Any], force: bool = False
     ) -> OrchestrationResult[Any]:
         result: OrchestrationResult[Any] = await set_flow_run_state(flow_run_id, state, force=force)
         accepted = result.state if result.status == SetStateStatus.ACCEPT else None
-        if accepted is not None and accepted.type == StateType.PENDING:
-            claimed_from.pop(str(flow_run_id), None)
-            claimed_from[str(flow_run_id)] = accepted.state_details.scheduled_time
-            if len(claimed_from) > _MAX_CLAIMS:  # claims whose run never started
-                del claimed_from[next(iter(claimed_from))]
         handed = _for_run(flow_run_id)
         if handed is None:
             return result
         handed.running = None  # any other state of the run: its read goes to the server
         # Only the run's first Running: after it the engine holds the answer, not the handed
-        # object, and an in-process retry rewrites the run's policy on the server.
-        if accepted is not None and accepted.type == StateType.RUNNING and not handed.answered:
-            # The handed FlowRun is the run as the server had it at the claim only if the
-            # claim left the very Scheduled state the worker saw it in: an announcement held
-            # while another worker ran the run (and it was retried) has a stale run_count.
-            claim = claimed_from.pop(str(flow_run_id), None)
-            if handed.claimed_queued or (
-                handed.scheduled_time is not None and claim == handed.scheduled_time
-            ):
-                handed.running = accepted
+        # object, and an in-process retry rewrites the run's policy on the server. A stale
+        # handed FlowRun (not `current`: an announcement held while another worker ran the
+        # run, and it was retried) has a stale run_count, so its read goes to the server.
+        if (
+            accepted is not None
+            and accepted.type == StateType.RUNNING
+            and handed.current
+            and not handed.answered
+        ):
+            handed.running = accepted
         return result
 
     async def read_answering_running(flow_run_id: UUID) -> FlowRun:

@@ -29,7 +29,7 @@ import signal
 import socket
 import sys
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
 import psycopg
@@ -300,16 +300,14 @@ class Worker:
             self._slots.release()
             return True  # another worker has it, or it was cancelled: nothing to keep
         task = asyncio.create_task(
-            self._execute(flow_run, claimed_queued=claimed == "row"),
-            name=f"flow-run-{flow_run.id}",
+            self._execute(flow_run, current=claimed), name=f"flow-run-{flow_run.id}"
         )
         self._runs[flow_run.id] = task
         return True
 
-    async def _claim(
-        self, flow_run: FlowRun, *, announced: bool
-    ) -> Literal["row", "pending"] | None:
-        """Take the run for this worker alone: how it was claimed, or None when it was not.
+    async def _claim(self, flow_run: FlowRun, *, announced: bool) -> bool | None:
+        """Take the run for this worker alone: None when it was not taken, else whether
+        `flow_run` is still the run as the server has it (`engine_patches.claimed_as_seen`).
 
         A run with a queued execution (every run the API starts) is claimed in our own
         table, and the engine then moves its flow run from Scheduled straight to Running:
@@ -329,21 +327,21 @@ class Worker:
             flow_run.id, worker_name=self.name, lease_expiry_s=self.settings.lease_expiry_s
         )
         if claim is Claim.CLAIMED:
-            return "row"
+            return engine_patches.claimed_as_seen(flow_run)
         if claim is Claim.TAKEN or announced:
             return None
         try:
             state = await propose_state(self.client, Pending(), flow_run_id=flow_run.id)
         except Abort:
             return None
-        return "pending" if state.is_pending() else None
+        return engine_patches.claimed_as_seen(flow_run, state) if state.is_pending() else None
 
-    async def _execute(self, flow_run: FlowRun, *, claimed_queued: bool) -> None:
+    async def _execute(self, flow_run: FlowRun, *, current: bool) -> None:
         try:
             flow = await self._flows.flow_for(self.client, flow_run)
             with (
                 engine_patches.shared_client(self.client),
-                engine_patches.handing_over(flow_run, claimed_queued=claimed_queued),
+                engine_patches.handing_over(flow_run, current=current),
             ):
                 await run_flow_async(
                     flow,
