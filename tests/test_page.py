@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import APIResponse, Browser, Locator, Page, Route, expect, sync_playwright
 
 from stack.demo_agent import AgentBehaviour, DemoAgent
 from tests.conftest import System, wait_for_execution
@@ -705,6 +705,30 @@ def test_a_hidden_tab_stops_asking_and_catches_up_when_shown(
         False,
     )
     expect(page.locator("#live")).to_have_text("Live")
+    expect(history_row_of(page, execution_id).locator(".badge").first).to_have_text("completed")
+
+
+def test_history_read_while_a_run_goes_shows_it_ended_when_the_answer_comes_late(
+    open_page, make_task_flow, fake_agent: DemoAgent
+):
+    """History's first page is read while a run is going, and its answer arrives after the
+    stream said the run completed: the row shows how the run ended, not that older state."""
+    flow = make_task_flow(prompts=["read while running [delay=1]"])
+    page = open_page()
+    held: list[tuple[Route, APIResponse]] = []
+    # Read the page at once (the run is still going), answer the browser later.
+    page.route("**/api/executions/recent*", lambda route: held.append((route, route.fetch())))
+    page.get_by_role("button", name=f"Run {flow['call_name']}").click()
+    card = running_card(page, flow["call_name"])
+    expect(card.locator(".badge")).to_have_text("running")
+    page.get_by_role("button", name="Show history").click()
+    expect(card.locator(".badge")).to_have_text("completed", timeout=20000)
+    assert len(held) == 1, "History asked for its first page once"
+    route, response = held[0]
+    execution_id = int(card.get_attribute("data-key") or 0)
+    (read,) = [e for e in response.json() if e["id"] == execution_id]
+    assert read["status"] == "running", "the page was read while the run was going"
+    route.fulfill(response=response)
     expect(history_row_of(page, execution_id).locator(".badge").first).to_have_text("completed")
 
 

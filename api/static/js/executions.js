@@ -20,13 +20,28 @@ function inHistory(id) {
   return state.historyLoaded && (state.history.has(id) || id > oldestHistoryId() || state.historyDone);
 }
 
+// Enough for every run a page shows at once; the oldest entries go first.
+const LATEST_MAX = 1000;
+
+/** The newest summary of this execution the page has taken in, from any source. */
+function newestKnown(id) {
+  return state.latest.get(id) || state.active.get(id) || state.history.get(id) || state.ended.get(id)?.execution;
+}
+
+function remember(execution) {
+  state.latest.delete(execution.id); // re-inserted last: the Map keeps insertion order
+  state.latest.set(execution.id, execution);
+  if (state.latest.size > LATEST_MAX) state.latest.delete(state.latest.keys().next().value);
+}
+
 /** Take in a newer state of an execution: an execution summary sent by the server. */
 export function upsert(execution) {
   const id = execution.id;
-  // An ended card counts too: a run can end before the answer to its POST (or an older
-  // poll) arrives, and that older "queued" must not bring back a second, running card.
-  const known = state.active.get(id) || state.history.get(id) || state.ended.get(id)?.execution;
+  // A run can end before the answer to its POST (or an older poll) arrives: that older
+  // "queued" must not bring back a second, running card.
+  const known = newestKnown(id);
   if (isStale(execution, known)) return;
+  remember(execution);
   if (ACTIVE.has(execution.status)) {
     state.ended.delete(id); // resumed (Prefect's Retry of this execution): one card, running
     state.active.set(id, execution);
@@ -54,8 +69,11 @@ export function addHistoryRows(executions, { page = false } = {}) {
   for (const { prompts, prompt_results: results, ...execution } of executions) {
     const id = execution.id;
     if (!page && !inHistory(id)) continue;
-    const known = state.active.get(id) || state.history.get(id);
-    state.history.set(id, isStale(execution, known) || (known && known.updated_at === execution.updated_at) ? known : execution);
+    // A run that ended while this page was read (the stream said so first) keeps how it ended.
+    const known = newestKnown(id);
+    const newest = isStale(execution, known) || (known && known.updated_at === execution.updated_at) ? known : execution;
+    state.history.set(id, newest);
+    remember(newest);
   }
   changed();
 }

@@ -16,6 +16,7 @@ export const state = {
   watched: new Set(), // ids whose end the page announces: shown running, or started here
   ended: new Map(), // id -> {execution, until}: a run that just ended, still on its card
   history: new Map(), // id -> execution summary, every execution shown in History
+  latest: new Map(), // id -> the newest summary taken in, so an older read never wins (bounded)
   historyOpen: false,
   historyLoaded: false,
   historyDone: false,
