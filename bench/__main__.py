@@ -29,6 +29,7 @@ from bench import (
     launch,
     live_output,
     overhead,
+    prefect_requests,
     progress,
     streams,
     throughput,
@@ -41,8 +42,19 @@ from bench.system import progress as say
 from flows.errors import TaskflowsError
 
 # The burst (and its RSS sample) runs before the 50 KB answers inflate the worker's heap.
-# first_minute runs first: it measures the system as it comes up.
-GROUPS = ("first_minute", "launch", "burst", "progress", "live", "overhead", "api", "streams")
+# first_minute runs first: it measures the system as it comes up. requests runs last: its
+# few hundred flow runs (deleted at its end) must not weigh on the other figures.
+GROUPS = (
+    "first_minute",
+    "launch",
+    "burst",
+    "progress",
+    "live",
+    "overhead",
+    "api",
+    "streams",
+    "requests",
+)
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -188,6 +200,7 @@ async def _run(system: System, args: argparse.Namespace, busy: list[str]) -> lis
             connections=20,
         ),
         "streams": lambda: streams.measure(system, streams=100 if quick else 1000),
+        "requests": lambda: prefect_requests.measure(system, calls=20 if quick else 100),
     }
     for group in GROUPS:
         if group not in args.groups or group == "first_minute":

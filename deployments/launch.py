@@ -97,14 +97,14 @@ async def _create_flow_run(
     deployment_id = task_flow.deployment_id
     if deployment_id is not None:
         try:
-            return await _create_from_deployment(prefect, deployment_id, **arguments)
+            return await create_from_deployment(prefect, deployment_id, **arguments)
         except ObjectNotFound:
             pass  # deleted behind our back: recreate it below
     deployment_id = await sync_deployment(prefect, TaskFlowStore(pool), task_flow)
-    return await _create_from_deployment(prefect, deployment_id, **arguments)
+    return await create_from_deployment(prefect, deployment_id, **arguments)
 
 
-async def _create_from_deployment(
+async def create_from_deployment(
     prefect: PrefectClient,
     deployment_id: UUID,
     *,
