@@ -27,7 +27,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Completed, Running, Scheduled, to_state_create
 
 from bench.stats import Row
-from bench.system import System, api_client, create_flow, group_cpu_seconds, settle
+from bench.system import CpuMeter, System, api_client, create_flow, settle
 from deployments.launch import create_from_deployment
 from deployments.sync import ensure_work_pool
 
@@ -35,13 +35,11 @@ from deployments.sync import ensure_work_pool
 POOL = "bench-requests"
 
 
-def _prefect_cpu_s(system: System) -> float:
-    """CPU seconds spent so far by every Prefect server process (one, or API + services)."""
-    return sum(
-        group_cpu_seconds(child.pid)
-        for child in system.supervisor.children
-        if child.name.startswith("prefect") and child.pid is not None
-    )
+def _prefect_cpu_s(meter: CpuMeter) -> float:
+    """CPU seconds every Prefect server process (one, or API + services) spent since the
+    meter started."""
+    spent, _ = meter.measure()
+    return sum(seconds for name, seconds in spent.items() if name.startswith("prefect"))
 
 
 async def _deployment_like_ours(prefect: PrefectClient, template_id: UUID) -> UUID:
@@ -76,10 +74,10 @@ async def measure(system: System, *, calls: int) -> list[Row]:
             ) -> None:
                 await request(0)  # warm: the first call of a kind prepares its statements
                 await settle()
-                cpu_before, started = _prefect_cpu_s(system), time.monotonic()
+                meter, started = CpuMeter(system).start(), time.monotonic()
                 for index in range(1, calls + 1):
                     await request(index)
-                cpu = (_prefect_cpu_s(system) - cpu_before) / calls
+                cpu = _prefect_cpu_s(meter) / calls
                 wall = (time.monotonic() - started) / calls
                 rows.append(
                     Row(

@@ -280,7 +280,7 @@ def read_rss_kb(pid: int) -> tuple[int, int]:
     return values["VmRSS"], values["VmHWM"]
 
 
-def group_cpu_seconds(pgid: int) -> float:
+def _group_cpu_seconds(pgid: int) -> float:
     """User + system CPU seconds of every live process in process group `pgid`."""
     ticks = 0
     for entry in os.scandir("/proc"):
@@ -311,7 +311,7 @@ class CpuMeter:
         self._machine: tuple[int, int] = (0, 0)
 
     def start(self) -> CpuMeter:
-        self._start = {name: group_cpu_seconds(pid) for name, pid in self.groups.items()}
+        self._start = {name: _group_cpu_seconds(pid) for name, pid in self.groups.items()}
         self._machine = _cpu_ticks()
         return self
 
@@ -328,7 +328,7 @@ class CpuMeter:
     def measure(self) -> tuple[dict[str, float], float]:
         """CPU seconds per process group since `start()`, and the machine's busy share."""
         spent = {
-            name: group_cpu_seconds(pid) - self._start[name] for name, pid in self.groups.items()
+            name: _group_cpu_seconds(pid) - self._start[name] for name, pid in self.groups.items()
         }
         busy, total = _cpu_ticks()
         return spent, (busy - self._machine[0]) / max(total - self._machine[1], 1)
